@@ -1,0 +1,1 @@
+"""Involve Asia conversions -> Google Cloud Storage, as a Cloud Run job."""
