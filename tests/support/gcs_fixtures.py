@@ -1,0 +1,1 @@
+"""Fixtures around the GCS emulator (filled in with the sinks)."""

@@ -1,0 +1,1 @@
+"""Fixtures around the Involve Asia simulator (filled in with the simulator)."""
