@@ -1,0 +1,137 @@
+"""The job's error tree: every failure is sorted once, here, into a class that says
+whether a retry can help and which summary bucket it counts in.
+
+    JobError
+    ├── FetchError                 one API request went wrong
+    │   ├── RetryableFetchError    a later attempt may succeed
+    │   │   ├── RequestTimeout         "timeout"      deadline passed (connect, silence, drip, endless body)
+    │   │   ├── NetworkError           "network"      reset, refused, truncated body
+    │   │   ├── HTTPStatusError        "http_status"  5xx and other unexpected statuses
+    │   │   ├── RateLimited            "rate_limited" 429, with the server's Retry-After if any
+    │   │   ├── BadJSON                "json_decode"  body is not the JSON we expect
+    │   │   ├── EnvelopeError          "api_error"    HTTP 200 with "status": "error"
+    │   │   ├── EmptyPage              "empty_page"   no records on a page before the last
+    │   │   └── TokenRejected          "token"        401 for a bad/expired token: re-authenticate once
+    │   └── FatalFetchError        retrying cannot help
+    │       ├── InvalidCredentials     "auth"         key/secret refused
+    │       └── RequestRejected        "validation"   401 "Incorrect arguments": a bug in our request
+    ├── ConfigError                bad settings (exit 2)
+    ├── StorageError               the sink failed permanently (exit 1)
+    └── Interrupted                SIGTERM: stop taking new work (exit 1)
+
+Only this module and `http.py`/`involve_asia.py` (which raise these) know how a low-level failure maps
+to a class; everyone else catches these classes.
+"""
+
+from __future__ import annotations
+
+MAX_DETAIL_CHARS = 300
+"""Error bodies and texts are cut to this many characters before they reach a message or a log."""
+
+
+def truncate(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Collapse whitespace and cut `text` so a 5 MB HTML page never becomes a log entry."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return f"{flat[:limit]}… ({len(flat) - limit} more chars)"
+
+
+class JobError(Exception):
+    """Base of every error the job raises on purpose."""
+
+    error_class = "other"
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(truncate(message, 1000))
+
+
+class FetchError(JobError):
+    """One API request failed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetryableFetchError(FetchError):
+    retryable = True
+
+
+class RequestTimeout(RetryableFetchError):
+    error_class = "timeout"
+
+
+class NetworkError(RetryableFetchError):
+    error_class = "network"
+
+
+class HTTPStatusError(RetryableFetchError):
+    error_class = "http_status"
+
+
+class RateLimited(RetryableFetchError):
+    error_class = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, status=429)
+        self.retry_after = retry_after
+
+
+class BadJSON(RetryableFetchError):
+    error_class = "json_decode"
+
+
+class EnvelopeError(RetryableFetchError):
+    error_class = "api_error"
+
+
+class EmptyPage(RetryableFetchError):
+    error_class = "empty_page"
+
+
+class TokenRejected(RetryableFetchError):
+    error_class = "token"
+
+
+class FatalFetchError(FetchError):
+    retryable = False
+
+
+class InvalidCredentials(FatalFetchError):
+    error_class = "auth"
+
+
+class RequestRejected(FatalFetchError):
+    error_class = "validation"
+
+
+class ConfigError(JobError):
+    """A setting is missing or invalid; names the variable, the value and what is expected."""
+
+    error_class = "config"
+
+    def __init__(self, variable: str, value: object, expected: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{variable}={value!r}: expected {expected}")
+
+
+class StorageError(JobError):
+    """Writing or reading the output failed after the storage client's own retries."""
+
+    error_class = "storage"
+
+
+class AlreadyExists(StorageError):
+    """A create-only write found the object already there (another task or attempt wrote it)."""
+
+    error_class = "exists"
+
+
+class Interrupted(JobError):
+    """The process was asked to stop (SIGTERM); finish what is in hand and exit."""
+
+    error_class = "interrupted"
