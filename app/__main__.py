@@ -1,0 +1,121 @@
+"""`python -m app`: read the settings once, run one job execution, exit with the contract's code.
+
+0 all data written · 1 failed, a retry may help · 2 bad configuration or credentials ·
+3 finished but pages stayed skipped (FAIL_ON_SKIPPED_PAGES=true).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from types import FrameType
+from typing import Any
+
+from app.config import CloudRunTask, Settings, load_settings, overrides_from, parse_args
+from app.errors import ConfigError, JobError
+from app.summary import EXIT_CONFIG, EXIT_RETRY
+
+SIGTERM_GRACE = 9.0
+"""After SIGTERM the job stops itself; if it has not exited after this long, exit 1 regardless."""
+
+
+def _setup_logging(settings: Settings | None, env: Mapping[str, str]) -> None:
+    from app.logs import configure_logging, register_secret, resolve_format
+
+    task = settings.task if settings else CloudRunTask(job=env.get("CLOUD_RUN_JOB") or "local")
+    configured = settings.log_format if settings else env.get("LOG_FORMAT")
+    language = settings.log_language if settings else env.get("LOG_LANGUAGE", "zh")
+    fmt = resolve_format(configured if configured in ("json", "console") else None,
+                         on_cloud_run=task.on_cloud_run, stdout_isatty=sys.stdout.isatty())
+    configure_logging(
+        fmt=fmt,
+        language="en" if language == "en" else "zh",
+        labels={"job": task.job, "execution": task.execution, "task_index": str(task.index),
+                "attempt": str(task.attempt)},
+    )
+    if settings is not None:
+        for secret in settings.secrets():
+            register_secret(secret)
+
+
+def run(settings: Settings, *, env: Mapping[str, str]) -> int:
+    """Run one execution with logging set up; returns the exit code."""
+    from app.job import Job
+    from app.logs import get_logger
+    from app.reports import render_final_summary, render_skip_report
+    from app.sinks import make_sink
+
+    log = get_logger()
+    try:
+        sink = make_sink(bucket=settings.gcs_bucket, prefix=settings.gcs_prefix,
+                         output_dir=settings.output_dir)
+        job = Job(settings, sink=sink)
+    except JobError as exc:
+        log.error("run_failed", error_class=exc.error_class, error=str(exc))
+        return EXIT_RETRY
+
+    done = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        job.interrupt()
+
+        def hard_exit() -> None:
+            if not done.wait(SIGTERM_GRACE):
+                log.error("run_failed", error_class="interrupted",
+                          error=f"still running {SIGTERM_GRACE:g}s after SIGTERM")
+                os._exit(EXIT_RETRY)
+
+        threading.Thread(target=hard_exit, name="sigterm-deadline", daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = job.run()
+    except JobError as exc:
+        log.error("run_failed", error_class=exc.error_class, error=str(exc))
+        return EXIT_RETRY
+    except Exception as exc:  # noqa: BLE001 - the job must end with one clear ERROR entry
+        log.exception("run_failed", error_class="other", error=f"{type(exc).__name__}: {exc}")
+        return EXIT_RETRY
+    finally:
+        done.set()
+        signal.signal(signal.SIGTERM, previous)
+
+    summary: dict[str, Any] = result.summary
+    language = settings.log_language
+    level = {"succeeded": "info", "partial": "warning"}.get(result.status, "error")
+    getattr(log, level)("run_summary", message=render_final_summary(summary, language),
+                        summary_status=result.status, exit_code=result.exit_code,
+                        **{k: summary.get(k) for k in ("records", "pages", "requests", "retries",
+                                                       "duration_seconds", "result")})
+    if summary.get("skipped_pages"):
+        log.warning("skip_report", message=render_skip_report(summary["skipped_pages"], language),
+                    skipped_pages=summary["skipped_pages"])
+    return result.exit_code
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    environ = dict(os.environ if env is None else env)
+    args = parse_args(argv)
+    if args.demo:
+        from app.demo import run_demo
+
+        return run_demo(environ, overrides_from(args))
+    try:
+        settings = load_settings(environ, overrides_from(args))
+    except ConfigError as exc:
+        _setup_logging(None, environ)
+        from app.logs import get_logger
+
+        get_logger().error("config_invalid", variable=exc.variable, value=str(exc.value),
+                           expected=exc.expected)
+        print(f"configuration error: {exc}", file=sys.stderr)  # noqa: T201 - visible without logs
+        return EXIT_CONFIG
+    _setup_logging(settings, environ)
+    return run(settings, env=environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

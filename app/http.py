@@ -1,0 +1,299 @@
+"""One HTTP POST with a hard wall-clock deadline, whatever the server does.
+
+`requests`' `timeout=` bounds each socket operation, not the request: a server that sends a
+byte every few seconds, or headers and then nothing, or a body that never ends, keeps a plain
+request alive for hours. Here every request gets a deadline:
+
+- connect and per-read timeouts never exceed the time left;
+- the body is streamed and the deadline is checked between chunks, with a size cap;
+- a reaper thread (one per client, stopped by `close()`) shuts down the socket of any request
+  whose deadline passes while it is blocked inside the HTTP stack (status line, headers, a read),
+  which wakes the blocked call at once.
+
+Every failure path closes the connection; no thread is started per request. Low-level errors
+are mapped to `app.errors` classes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import heapq
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from app.errors import NetworkError, RequestTimeout
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""A page of 100 conversions is ~100 KB; anything past this is a broken or endless response."""
+
+_CHUNK = 64 * 1024
+
+
+class _Guard:
+    """The deadline of one request and the connections it is using."""
+
+    __slots__ = ("_conns", "_lock", "deadline", "done", "fired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.fired = False
+        self.done = False
+        self._conns: list[HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def attach(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            self._conns.append(conn)
+            fire_now = self.fired
+        if fire_now:
+            _shutdown(conn)
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.fired = True
+            conns = list(self._conns)
+        for conn in conns:
+            _shutdown(conn)
+
+
+def _shutdown(conn: HTTPConnection) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+_current_guard: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
+    "current_guard", default=None
+)
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        guard = _current_guard.get()
+        if guard is not None:
+            guard.attach(self)
+        super().request(method, url, *args, **kwargs)
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        guard = _current_guard.get()
+        if guard is not None:
+            guard.attach(self)
+        super().request(method, url, *args, **kwargs)
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """A requests adapter whose connections register with the current request's guard."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {  # type: ignore[attr-defined]
+            "http": _GuardedHTTPPool,
+            "https": _GuardedHTTPSPool,
+        }
+
+
+class _Reaper:
+    """One thread that fires guards whose deadline has passed."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._heap: list[tuple[float, int, _Guard]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def watch(self, guard: _Guard) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("HTTP client is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="http-deadline-reaper",
+                                                daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, (guard.deadline, next(self._counter), guard))
+            self._cond.notify()
+
+    def fire_all(self) -> None:
+        with self._cond:
+            guards = [g for _, _, g in self._heap]
+        for guard in guards:
+            guard.fire()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, _, guard = self._heap[0]
+                delay = deadline - self._clock()
+                if delay > 0:
+                    self._cond.wait(timeout=min(delay, 1.0))
+                    continue
+                heapq.heappop(self._heap)
+                self._cond.release()
+                try:
+                    guard.fire()
+                finally:
+                    self._cond.acquire()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    elapsed: float
+
+
+class HttpClient:
+    """POSTs form-encoded bodies with a hard deadline per request; thread-safe; reuses connections."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        connect_timeout: float = 10.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        pool_size: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+        user_agent: str = "involve-asia-job/1.0",
+    ) -> None:
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_body_bytes = max_body_bytes
+        self._clock = clock
+        self._session = requests.Session()
+        self._session.trust_env = False  # no proxies or .netrc credentials picked up by surprise
+        self._session.headers["User-Agent"] = user_agent
+        adapter = _GuardedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._reaper = _Reaper(clock)
+        self._closed = False
+
+    def post_form(
+        self, url: str, data: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> HttpResponse:
+        """POST `data` form-encoded; return status, headers and the whole body.
+
+        Raises RequestTimeout when the deadline passes (at any stage), NetworkError for
+        resets, refused connections, truncated or oversized bodies.
+        """
+        start = self._clock()
+        guard = _Guard(start + self.timeout)
+        self._reaper.watch(guard)
+        token = _current_guard.set(guard)
+        response: requests.Response | None = None
+        try:
+            response = self._session.post(
+                url,
+                data=dict(data),
+                headers=dict(headers or {}),
+                timeout=(min(self.connect_timeout, self.timeout), self.timeout),
+                stream=True,
+                allow_redirects=False,
+            )
+            body = self._read_body(response, guard)
+            return HttpResponse(
+                status=response.status_code,
+                headers=dict(response.headers),
+                body=body,
+                elapsed=self._clock() - start,
+            )
+        except (RequestTimeout, NetworkError):
+            if response is not None:
+                response.close()
+            raise
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if response is not None:
+                response.close()
+            raise self._map_error(exc, guard) from exc
+        finally:
+            with guard._lock:
+                guard.done = True
+            _current_guard.reset(token)
+
+    def _read_body(self, response: requests.Response, guard: _Guard) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=_CHUNK):
+                if guard.fired or self._clock() > guard.deadline:
+                    raise RequestTimeout(
+                        f"request exceeded {self.timeout:g}s while reading the body "
+                        f"({size} bytes received)"
+                    )
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise NetworkError(f"response body over {self.max_body_bytes} bytes")
+                chunks.append(chunk)
+        except (RequestTimeout, NetworkError):
+            response.close()
+            raise
+        if guard.fired:
+            response.close()
+            raise RequestTimeout(f"request exceeded {self.timeout:g}s")
+        return b"".join(chunks)
+
+    def _map_error(self, exc: BaseException, guard: _Guard) -> RequestTimeout | NetworkError:
+        if guard.fired:
+            return RequestTimeout(f"request exceeded {self.timeout:g}s ({type(exc).__name__})")
+        if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+            return RequestTimeout(f"{type(exc).__name__}: no data within {self.timeout:g}s")
+        return NetworkError(f"{type(exc).__name__}: {exc}")
+
+    def abort_all(self) -> None:
+        """Shut down every request in flight now (used on SIGTERM)."""
+        self._reaper.fire_all()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._reaper.close()
+        self._session.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,87 @@
+"""The unit writer: gzip NDJSON, one line per new conversion_id, bounded chunks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from app.writer import Chunk, UnitWriter
+
+
+def _read(chunks: list[Chunk]) -> list[dict[str, object]]:
+    data = b"".join(c.path.read_bytes() for c in chunks)
+    return [json.loads(line) for line in gzip.decompress(data).splitlines()]
+
+
+def test_records_are_written_once_with_their_account(tmp_path: Path) -> None:
+    """Duplicates by conversion_id are dropped; each line is the record plus `_account`."""
+    chunks: list[Chunk] = []
+    w = UnitWriter(account="IAByteC", scratch_dir=tmp_path, on_chunk=chunks.append)
+    assert w.write([{"conversion_id": 1, "payout": "1.50"}, {"conversion_id": 2}]) == 2
+    assert w.write([{"conversion_id": 2}, {"conversion_id": "1"}, {"conversion_id": 3}]) == 1
+    w.close()
+    rows = _read(chunks)
+    assert rows == [
+        {"conversion_id": 1, "payout": "1.50", "_account": "IAByteC"},
+        {"conversion_id": 2, "_account": "IAByteC"},
+        {"conversion_id": 3, "_account": "IAByteC"},
+    ]
+    assert (w.records, w.duplicates) == (3, 2)
+
+
+def test_unknown_fields_and_unicode_are_kept(tmp_path: Path) -> None:
+    """Extra fields are data: kept as they came, non-ASCII text intact."""
+    chunks: list[Chunk] = []
+    w = UnitWriter(account="a", scratch_dir=tmp_path, on_chunk=chunks.append)
+    w.write([{"conversion_id": 9, "offer_name": "淘宝 Shopee", "new_field": {"x": [1, None]}}])
+    w.close()
+    assert _read(chunks) == [{"conversion_id": 9, "offer_name": "淘宝 Shopee",
+                              "new_field": {"x": [1, None]}, "_account": "a"}]
+
+
+def test_big_units_are_cut_into_chunks_that_concatenate(tmp_path: Path) -> None:
+    """Past chunk_bytes a chunk is handed off; the chunks together decode as one stream."""
+    chunks: list[Chunk] = []
+    w = UnitWriter(account="a", scratch_dir=tmp_path, on_chunk=chunks.append, chunk_bytes=4096)
+    for page in range(50):
+        w.write([{"conversion_id": page * 100 + i, "aff_sub1": f"src-{page}-{i}" * 3}
+                 for i in range(100)])
+    w.close()
+    assert len(chunks) > 3
+    rows = _read(chunks)
+    assert [r["conversion_id"] for r in rows] == list(range(5000))
+    assert sum(c.records for c in chunks) == 5000
+
+
+def test_an_empty_unit_still_produces_a_valid_empty_part(tmp_path: Path) -> None:
+    """A day without conversions yields one empty gzip member, so it has a part like any other."""
+    chunks: list[Chunk] = []
+    w = UnitWriter(account="a", scratch_dir=tmp_path, on_chunk=chunks.append)
+    w.close()
+    assert len(chunks) == 1 and gzip.decompress(chunks[0].path.read_bytes()) == b""
+
+
+def test_record_budget_caps_the_output(tmp_path: Path) -> None:
+    """With a budget of 3, the fourth new record is not written and the writer says it is capped."""
+    budget = [3]
+
+    def take() -> bool:
+        if budget[0] == 0:
+            return False
+        budget[0] -= 1
+        return True
+
+    chunks: list[Chunk] = []
+    w = UnitWriter(account="a", scratch_dir=tmp_path, on_chunk=chunks.append, take_record=take)
+    w.write([{"conversion_id": i} for i in range(5)])
+    w.close()
+    assert len(_read(chunks)) == 3 and w.capped
+
+
+def test_discard_leaves_no_file(tmp_path: Path) -> None:
+    """A discarded unit leaves nothing in the scratch folder."""
+    w = UnitWriter(account="a", scratch_dir=tmp_path, on_chunk=lambda c: None)
+    w.write([{"conversion_id": 1}])
+    w.discard()
+    assert list(tmp_path.iterdir()) == []
