@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def test_big_units_are_cut_into_chunks_that_concatenate(tmp_path: Path) -> None:
     chunks: list[Chunk] = []
     w = UnitWriter(account="a", scratch_dir=tmp_path, on_chunk=chunks.append, chunk_bytes=4096)
     for page in range(50):
-        w.write([{"conversion_id": page * 100 + i, "aff_sub1": f"src-{page}-{i}" * 3}
+        w.write([{"conversion_id": page * 100 + i,
+                  "aff_sub1": hashlib.sha256(f"{page}-{i}".encode()).hexdigest()}
                  for i in range(100)])
     w.close()
     assert len(chunks) > 3
