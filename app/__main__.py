@@ -76,7 +76,7 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     except JobError as exc:
         log.error("run_failed", error_class=exc.error_class, error=str(exc))
         return EXIT_RETRY
-    except Exception as exc:  # noqa: BLE001 - the job must end with one clear ERROR entry
+    except Exception as exc:
         log.exception("run_failed", error_class="other", error=f"{type(exc).__name__}: {exc}")
         return EXIT_RETRY
     finally:
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
         get_logger().error("config_invalid", variable=exc.variable, value=str(exc.value),
                            expected=exc.expected)
-        print(f"configuration error: {exc}", file=sys.stderr)  # noqa: T201 - visible without logs
+        print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _setup_logging(settings, environ)
     return run(settings, env=environ)

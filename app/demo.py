@@ -73,5 +73,5 @@ def run_demo(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> int
         ("  result:  " if english else "  结果文件: ") + str(root / "conversions.ndjson.gz"),
         ("  summary: " if english else "  运行摘要: ") + str(root / "summary.json"),
     ]
-    print("\n".join(lines), file=sys.stderr)  # noqa: T201 - the demo talks to a person
+    print("\n".join(lines), file=sys.stderr)
     return code

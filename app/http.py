@@ -16,6 +16,7 @@ are mapped to `app.errors` classes here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import heapq
 import itertools
@@ -73,10 +74,8 @@ def _shutdown(conn: HTTPConnection) -> None:
     sock = getattr(conn, "sock", None)
     if sock is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 _current_guard: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(

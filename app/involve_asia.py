@@ -57,10 +57,9 @@ def _decode(response: HttpResponse) -> Any:
     try:
         return json.loads(response.body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadJSON(
-            f"HTTP {response.status}: body is not JSON: {truncate(response.body[:400].decode('utf-8', 'replace'))}",
-            status=response.status,
-        ) from exc
+        preview = truncate(response.body[:400].decode("utf-8", "replace"))
+        raise BadJSON(f"HTTP {response.status}: body is not JSON: {preview}",
+                      status=response.status) from exc
 
 
 def _body_text(response: HttpResponse) -> str:
@@ -256,8 +255,9 @@ class InvolveAsiaAPI:
 
     def __init__(self, settings: Any | None = None, *, sleep: Callable[[float], object] | None = None,
                  clock: Callable[[], float] | None = None) -> None:
-        from app.config import load_settings  # the facade may be built without a job around it
         import os
+
+        from app.config import load_settings  # the facade may be built without a job around it
 
         self.settings = settings if settings is not None else load_settings(os.environ)
         self._sleep = sleep or time.sleep
@@ -331,7 +331,7 @@ class InvolveAsiaAPI:
     def print_final_summary(self) -> None:
         from app.reports import render_final_summary
 
-        print(render_final_summary({  # noqa: T201 - the seed printed its summary to stdout
+        print(render_final_summary({
             "status": "partial" if self.skipped_pages else "succeeded",
             "start_date": self.settings.start_date.isoformat(),
             "end_date": self.settings.end_date.isoformat(),

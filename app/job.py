@@ -7,6 +7,7 @@ where bytes end up (that is `involve_asia`/`http` and `sinks`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import shutil
@@ -28,7 +29,7 @@ from app.logs import current_language, get_logger, register_secret
 from app.messages import error_class_label
 from app.monitor import ResourceMonitor, Watchdog
 from app.output import Layout, UnitOutput, count_lines, put_json, read_json
-from app.pager import Pager, RunState, SkippedPage, UnitOutcome
+from app.pager import Pager, RunState, UnitOutcome
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
 from app.sinks import ObjectInfo, Sink
@@ -111,7 +112,7 @@ class Job:
         self.layout = Layout(settings.range_name)
         self.clock = clock
         self.stop = stop or threading.Event()
-        self._sleep = sleep or (lambda seconds: self.stop.wait(seconds))
+        self._sleep = sleep or (self.stop.wait)
         self.state = RunState(max_skipped_pages=settings.max_skipped_pages, stop=self.stop)
         self.budget = RecordBudget(settings.max_records)
         self.run_id = (f"{settings.task.execution}-t{settings.task.index}"
@@ -206,10 +207,8 @@ class Job:
             manifest = {"account": name, "date": unit.date, "records": count_lines(self.sink, part),
                         "pages": 0, "object": part, "size": info.size if info else 0,
                         "crc32c": info.crc32c if info else ""}
-            try:
+            with contextlib.suppress(AlreadyExists):
                 put_json(self.sink, self.layout.manifest(name, unit.date), manifest)
-            except AlreadyExists:
-                pass
         self.log.info("unit_already_done", account=name, date=unit.date,
                       records=manifest.get("records"))
         self._add_report(UnitReport(name, unit.date, "resumed",
@@ -253,7 +252,7 @@ class Job:
                     log.info("unit_started", date=unit.date)
                     writer, output = self._open_unit(unit, scratch)
                     outcome = self._drain(pager.unit(unit.day), writer, log)
-                    self._after_main_pass(unit, writer, output, outcome, held, log)
+                    self._after_main_pass(unit, writer, output, outcome=outcome, held=held, log=log)
                 if held and not self.stop.is_set():
                     log.info("second_pass_started", pages=sum(len(o.skipped) for *_, o in held))
                 for unit, writer, output, first in held:
@@ -292,7 +291,7 @@ class Job:
         outcome: UnitOutcome = run.outcome
         return outcome
 
-    def _after_main_pass(self, unit: Unit, writer: UnitWriter, output: UnitOutput,
+    def _after_main_pass(self, unit: Unit, writer: UnitWriter, output: UnitOutput, *,
                          outcome: UnitOutcome, held: list[Any], log: Any) -> None:
         capped = self.state.stop_reason == "max_records"
         if outcome.complete and not writer.capped:
@@ -327,13 +326,11 @@ class Job:
                             duplicates=writer.duplicates, object=info.name, size=info.size,
                             missing_pages=list(outcome.skipped))
         if not partial:
-            try:
+            with contextlib.suppress(AlreadyExists):
                 put_json(self.sink, self.layout.manifest(name, unit.date),
                          {"account": name, "date": unit.date, "records": writer.records,
                           "pages": outcome.pages, "object": info.name, "size": info.size,
                           "crc32c": info.crc32c})
-            except AlreadyExists:
-                pass
         log.info("part_uploaded", date=unit.date, object=info.uri, bytes=info.size,
                  records=writer.records, partial=partial)
         log.info("unit_finished", date=unit.date, records=writer.records, pages=outcome.pages,

@@ -111,7 +111,7 @@ class UnitOutput:
         for name in self._uploaded:
             try:
                 self.sink.delete(name)
-            except Exception:  # noqa: BLE001, S112 - cleanup must not mask the real outcome
+            except Exception:  # noqa: S112 - cleanup must not mask the real outcome
                 continue
         self._uploaded = []
 

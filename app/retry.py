@@ -7,6 +7,7 @@ Pure: no I/O, no sleeping. The caller owns the clock and the sleep; this module 
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
         seconds = when.timestamp() - now
-    if seconds != seconds:  # NaN
+    if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 

@@ -102,9 +102,9 @@ class UnitWriter:
             if self._take_record is not None and not self._take_record():
                 self.capped = True
                 break
-            if "_account" in record:
-                record = {k: v for k, v in record.items() if k != "_account"}
-            head = dumps(record, ensure_ascii=False, separators=(",", ":"))[:-1].encode()
+            clean = record if "_account" not in record else {
+                k: v for k, v in record.items() if k != "_account"}
+            head = dumps(clean, ensure_ascii=False, separators=(",", ":"))[:-1].encode()
             lines.append(head + (b"," if len(head) > 1 else b"") + self._account_field)
         if not lines:
             return 0

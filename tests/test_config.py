@@ -82,7 +82,8 @@ def test_accounts_json_and_secret_never_shown() -> None:
     assert s.accounts[1].key == "general"
     assert "s+/=" not in repr(s)
     with pytest.raises(ConfigError) as info:
-        load_settings({"INVOLVE_ASIA_ACCOUNTS": '[{"name": "a", "secret": "leaky"}, {"name": "a", "secret": "x"}]'})
+        duplicate_names = [{"name": "a", "secret": "leaky"}, {"name": "a", "secret": "x"}]
+        load_settings({"INVOLVE_ASIA_ACCOUNTS": json.dumps(duplicate_names)})
     assert "leaky" not in str(info.value)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 from hypothesis import given, settings
@@ -61,7 +62,7 @@ def test_any_arrival_pattern_respects_both_rules(per_minute: int, min_interval: 
     for gap in gaps:
         t.now += gap
         slots.append(limiter.reserve())
-    for a, b in zip(slots, slots[1:], strict=False):
+    for a, b in itertools.pairwise(slots):
         assert b - a >= min_interval - 1e-9
     for i in range(len(slots) - per_minute):
         assert slots[i + per_minute] - slots[i] >= 60.0 - 1e-9

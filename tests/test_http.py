@@ -1,0 +1,124 @@
+"""Hard per-request deadlines against the simulator's hostile servers, over real sockets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from app.errors import FetchError, NetworkError, RequestTimeout
+from app.http import HttpClient
+from app.involve_asia import AccountClient
+from app.ratelimit import RateLimiter
+from app.simulator import Fault, Simulator
+
+DAY = dt.date(2025, 1, 15)
+TIMEOUT = 1.0
+
+
+@pytest.fixture
+def sim(make_simulator) -> Simulator:  # type: ignore[no-untyped-def]
+    return make_simulator(records_per_day=250, rate_limit_per_minute=None, hang_seconds=60.0,
+                          drip_bytes_per_second=20.0)
+
+
+@pytest.fixture
+def client(sim: Simulator) -> Iterator[AccountClient]:
+    http = HttpClient(timeout=TIMEOUT, connect_timeout=TIMEOUT)
+    account = AccountClient(base_url=sim.base_url, key="general", secret="demo-secret",
+                            http=http, limiter=RateLimiter(per_minute=100_000))
+    yield account
+    http.close()
+
+
+def _connections_to(port: int) -> int:
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+               if c.raddr and c.raddr.port == port)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("no_answer", RequestTimeout),
+        ("headers_then_silence", RequestTimeout),
+        ("drip", RequestTimeout),
+        ("endless_body", RequestTimeout),
+    ],
+)
+def test_a_silent_or_slow_server_costs_at_most_the_timeout_plus_one_second(
+    sim: Simulator, client: AccountClient, kind: str, error: type[FetchError]
+) -> None:
+    """No answer, headers then silence, a slow drip, an endless body: each ends in <= timeout + 1 s."""
+    client.fetch_page(DAY, DAY, 2, 100)  # authenticate and warm the connection first
+    sim.add_fault(Fault(kind=kind, date=DAY.isoformat(), page=1, attempts={1}))
+    started = time.monotonic()
+    with pytest.raises(error):
+        client.fetch_page(DAY, DAY, 1, 100)
+    elapsed = time.monotonic() - started
+    assert TIMEOUT * 0.9 <= elapsed <= TIMEOUT + 1.0, elapsed
+    page = client.fetch_page(DAY, DAY, 1, 100)  # the next attempt gets through
+    assert len(page.records) == 100
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["reset", "truncated"])
+def test_resets_and_truncated_bodies_are_network_errors(sim: Simulator, client: AccountClient,
+                                                       kind: str) -> None:
+    """A reset connection or a body cut short is a NetworkError, raised at once."""
+    sim.add_fault(Fault(kind=kind, date=DAY.isoformat(), page=1, attempts={1}))
+    started = time.monotonic()
+    with pytest.raises(NetworkError):
+        client.fetch_page(DAY, DAY, 1, 100)
+    assert time.monotonic() - started < TIMEOUT
+    assert len(client.fetch_page(DAY, DAY, 1, 100).records) == 100
+
+
+@pytest.mark.timeout(60)
+def test_a_hundred_failures_leave_no_thread_and_no_socket(sim: Simulator) -> None:
+    """100 failing requests in a row: thread count back to its baseline, no connection left open."""
+    kinds = ["reset", "truncated", "headers_then_silence", "http_503", "malformed_json"]
+    for n in range(100):
+        sim.add_fault(Fault(kind=kinds[n % len(kinds)], date=DAY.isoformat(), page=1,
+                            attempts={n + 1}))
+    threads_before = threading.active_count()
+    http = HttpClient(timeout=0.3, connect_timeout=0.3)
+    client = AccountClient(base_url=sim.base_url, key="general", secret="demo-secret", http=http,
+                           limiter=RateLimiter(per_minute=100_000))
+    port = int(sim.base_url.split(":")[2].split("/")[0])
+    failures = 0
+    for _ in range(100):
+        try:
+            client.fetch_page(DAY, DAY, 1, 100)
+        except FetchError:
+            failures += 1
+        assert _connections_to(port) <= 1  # at most the one pooled keep-alive connection
+    assert failures == 100
+    assert threading.active_count() <= threads_before + 1  # + the client's deadline reaper
+    http.close()
+    deadline = time.monotonic() + 2
+    while _connections_to(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _connections_to(port) == 0
+    assert threading.active_count() == threads_before
+
+
+@pytest.mark.timeout(30)
+def test_abort_all_ends_a_request_in_flight_at_once(sim: Simulator, client: AccountClient) -> None:
+    """SIGTERM support: abort_all() wakes a request blocked on a silent server immediately."""
+    http = HttpClient(timeout=20.0)
+    account = AccountClient(base_url=sim.base_url, key="general", secret="demo-secret",
+                            http=http, limiter=RateLimiter(per_minute=100_000))
+    sim.add_fault(Fault(kind="no_answer", date=DAY.isoformat(), page=1, attempts={1}))
+    account.fetch_page(DAY, DAY, 2, 100)
+    timer = threading.Timer(0.5, http.abort_all)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout):
+        account.fetch_page(DAY, DAY, 1, 100)
+    assert time.monotonic() - started < 2.0
+    http.close()
