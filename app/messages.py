@@ -1,0 +1,288 @@
+"""Human-readable log messages: one catalog of events, each with a Chinese and an English template.
+
+JSON field names are English either way; only the `message` text changes with LOG_LANGUAGE.
+Templates are `str.format` strings over the event's own fields plus a few derived ones:
+
+- `error_label`  the human name of `error_class` (see `error_class_label`)
+- `status_label` the human name of `status` (succeeded / partial / failed)
+- `bytes_human`  `bytes` as "12.3 MB"
+- `duration`, `eta`, `run_eta`  `duration_seconds`, `eta_seconds`, `run_eta_seconds` as "1分23秒" / "1m 23s"
+
+A field the caller did not pass renders as "?"; a value that does not fit the template's format
+spec is rendered with `str()`; an event that is not in the catalog renders as its own name.
+Rendering never raises.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Mapping
+from typing import Any
+
+Language = str
+""""zh" or "en"; anything else falls back to Chinese, the default."""
+
+MISSING = "?"
+
+CATALOG: dict[str, tuple[str, str]] = {
+    "job_started": (
+        "🚀 任务开始：{start_date} → {end_date}，账户 {accounts}，共{units}个单元"
+        "（任务 {task_index}/{task_count}）",
+        "🚀 Job started: {start_date} → {end_date}, accounts {accounts}, {units} units"
+        " (task {task_index} of {task_count})",
+    ),
+    "config_invalid": (
+        "❌ 配置错误：{variable}={value}，应为 {expected}",
+        "❌ Invalid setting: {variable}={value}, expected {expected}",
+    ),
+    "auth_ok": (
+        "🔑 账户 {account} 认证成功",
+        "🔑 Account {account} authenticated",
+    ),
+    "auth_failed": (
+        "❌ 账户 {account} 认证失败：{error}",
+        "❌ Account {account} failed to authenticate: {error}",
+    ),
+    "token_refreshed": (
+        "🔄 账户 {account} 令牌已刷新（{reason}）",
+        "🔄 Account {account}: token refreshed ({reason})",
+    ),
+    "unit_started": (
+        "📅 开始抓取 {account} {date}",
+        "📅 Fetching {account} {date}",
+    ),
+    "unit_already_done": (
+        "⏩ {account} {date} 已完成，跳过（续跑）",
+        "⏩ {account} {date} already done, skipping (resume)",
+    ),
+    "page_fetched": (
+        "📄 {account} {date} 第{page}/{pages}页：{records}条记录"
+        "（{duration_ms}毫秒，第{attempt}次尝试）",
+        "📄 {account} {date} page {page}/{pages}: {records} records"
+        " ({duration_ms} ms, attempt {attempt})",
+    ),
+    "page_retry": (
+        "🔁 {account} {date} 第{page}页{error_label}重试{attempt}，{wait}秒后重试：{error}",
+        "🔁 {account} {date} page {page}: {error_label}, retry {attempt} in {wait}s: {error}",
+    ),
+    "page_skipped": (
+        "⏭️ {account} {date} 第{page}页尝试{attempts}次仍失败，已跳过（{error_label}）：{error}",
+        "⏭️ {account} {date} page {page} skipped after {attempts} attempts"
+        " ({error_label}): {error}",
+    ),
+    "second_pass_started": (
+        "🔂 第二轮：重新抓取{pages}个跳过的页面",
+        "🔂 Second pass: retrying {pages} skipped pages",
+    ),
+    "page_recovered": (
+        "✅ {account} {date} 第{page}页补抓成功",
+        "✅ {account} {date} page {page} recovered",
+    ),
+    "skip_cap_reached": (
+        "🛑 跳过的页面数 {skipped} 超过上限 {max_skipped}，停止运行",
+        "🛑 {skipped} skipped pages exceed the limit of {max_skipped}; stopping",
+    ),
+    "count_changed": (
+        "⚠️ {account} {date} 记录总数在抓取中变化：{old_count} → {new_count}",
+        "⚠️ {account} {date} record count changed while paging: {old_count} → {new_count}",
+    ),
+    "unit_finished": (
+        "✅ {account} {date} 完成：{records}条记录，{pages}页，去重{duplicates}条，跳过{skipped}页",
+        "✅ {account} {date} done: {records} records, {pages} pages,"
+        " {duplicates} duplicates dropped, {skipped} pages skipped",
+    ),
+    "progress": (
+        "⏳ {account} {date} 第{page}/{pages}页（{percent:.1f}%），已获取{records}条，"
+        "{rate:.1f}条/秒，预计还需{eta}；总进度{run_percent:.1f}%，预计还需{run_eta}",
+        "⏳ {account} {date} page {page}/{pages} ({percent:.1f}%), {records} records,"
+        " {rate:.1f}/s, ETA {eta}; run {run_percent:.1f}%, ETA {run_eta}",
+    ),
+    "part_uploaded": (
+        "📦 已上传 {object}（{bytes_human}，{records}条记录）",
+        "📦 Uploaded {object} ({bytes_human}, {records} records)",
+    ),
+    "result_composed": (
+        "🧩 已将{parts}个分片合并为 {object}（{bytes_human}）",
+        "🧩 Composed {parts} parts into {object} ({bytes_human})",
+    ),
+    "summary_written": (
+        "📝 运行摘要已写入 {object}（{status_label}）",
+        "📝 Run summary written to {object} ({status_label})",
+    ),
+    "run_finished": (
+        "🏁 运行结束：{status_label}，{records}条记录，{pages}页，跳过{skipped}页，"
+        "用时{duration}，退出码{exit_code}",
+        "🏁 Run finished: {status_label}, {records} records, {pages} pages,"
+        " {skipped} skipped, took {duration}, exit code {exit_code}",
+    ),
+    "run_failed": (
+        "💥 运行失败（{error_label}）：{error}",
+        "💥 Run failed ({error_label}): {error}",
+    ),
+    "sigterm_received": (
+        "🛑 收到 SIGTERM：不再开始新的工作，正在收尾",
+        "🛑 SIGTERM received: starting no new work, wrapping up",
+    ),
+    "max_records_reached": (
+        "🔢 已达到记录上限 {limit}，停止抓取",
+        "🔢 Record limit {limit} reached, stopping",
+    ),
+    "resource_report": (
+        "📊 资源报告：{title}",
+        "📊 Resource report: {title}",
+    ),
+    "heartbeat": (
+        "💓 心跳",
+        "💓 Heartbeat",
+    ),
+    "stall_detected": (
+        "🐢 已经{seconds}秒没有完成任何页面，输出资源状态和所有线程的堆栈",
+        "🐢 No page completed for {seconds}s; dumping resources and every thread's stack",
+    ),
+    "storage_retry": (
+        "💾 存储操作 {operation} 失败，正在重试：{error}",
+        "💾 Storage {operation} failed, retrying: {error}",
+    ),
+    "watchdog_failed": (
+        "⚠️ 看门狗检查出错（运行继续）：{error}",
+        "⚠️ Watchdog check failed (the run goes on): {error}",
+    ),
+}
+
+_ERROR_CLASS_LABELS: dict[str, tuple[str, str]] = {
+    "timeout": ("超时", "timeout"),
+    "network": ("网络错误", "network error"),
+    "http_status": ("HTTP错误", "HTTP error"),
+    "rate_limited": ("限流", "rate limited"),
+    "json_decode": ("JSON解析错误", "JSON decode error"),
+    "api_error": ("API错误", "API error"),
+    "empty_page": ("空页", "empty page"),
+    "token": ("令牌失效", "token rejected"),
+    "auth": ("认证失败", "authentication failed"),
+    "validation": ("参数错误", "invalid request"),
+    "storage": ("存储错误", "storage error"),
+    "config": ("配置错误", "configuration error"),
+    "exists": ("对象已存在", "object already exists"),
+    "interrupted": ("被中断", "interrupted"),
+    "other": ("其他错误", "other error"),
+}
+
+_STATUS_LABELS: dict[str, tuple[str, str]] = {
+    "succeeded": ("✅ 成功", "✅ succeeded"),
+    "partial": ("⚠️ 部分完成", "⚠️ partial"),
+    "failed": ("❌ 失败", "❌ failed"),
+}
+
+
+def _pick(pair: tuple[str, str], language: Language) -> str:
+    return pair[1] if language == "en" else pair[0]
+
+
+def error_class_label(error_class: str, language: Language) -> str:
+    """The human name of an error class ("timeout" -> "超时" / "timeout"); unknown classes as is."""
+    pair = _ERROR_CLASS_LABELS.get(error_class)
+    return _pick(pair, language) if pair else error_class
+
+
+def status_label(status: str, language: Language) -> str:
+    """The human name of a run status, with its emoji marker; unknown statuses as is."""
+    pair = _STATUS_LABELS.get(status)
+    return _pick(pair, language) if pair else status
+
+
+def human_bytes(size: object) -> str:
+    """1536 -> "1.5 KB", 12_900_000 -> "12.3 MB" (binary units); non-numbers as text."""
+    if size is None:
+        return MISSING
+    if isinstance(size, bool) or not isinstance(size, int | float) or not math.isfinite(size):
+        return str(size)
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def human_duration(seconds: object, language: Language) -> str:
+    """83 -> "1分23秒" / "1m 23s"; under 10 s keeps one decimal; non-numbers as text."""
+    if seconds is None:
+        return MISSING
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return str(seconds)
+    if not math.isfinite(seconds):
+        return "∞"
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    zh = language != "en"
+    if seconds < 10:
+        return f"{sign}{seconds:.1f}秒" if zh else f"{sign}{seconds:.1f}s"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    units = ("小时", "分", "秒") if zh else ("h", "m", "s")
+    parts: list[str] = []
+    if hours:
+        parts.append(f"{hours}{units[0]}")
+    if hours or minutes:
+        parts.append(f"{minutes}{units[1]}")
+    parts.append(f"{secs}{units[2]}")
+    return sign + ("" if zh else " ").join(parts)
+
+
+class _LenientFormatter(string.Formatter):
+    """`str.format` that renders missing fields as "?" and ill-fitting values with `str()`."""
+
+    def get_value(self, key: int | str, args: Any, kwargs: Mapping[str, Any]) -> Any:
+        if isinstance(key, str):
+            return kwargs.get(key, MISSING)
+        return args[key] if key < len(args) else MISSING
+
+    def get_field(self, field_name: str, args: Any, kwargs: Mapping[str, Any]) -> Any:
+        try:
+            return super().get_field(field_name, args, kwargs)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            return MISSING, field_name
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, list | tuple):
+            value = ", ".join(str(item) for item in value)
+        try:
+            return format(value, format_spec)
+        except (TypeError, ValueError):
+            return str(value)
+
+
+_FORMATTER = _LenientFormatter()
+
+
+def _derived(fields: Mapping[str, Any], language: Language) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if "error_class" in fields:
+        extra["error_label"] = error_class_label(str(fields["error_class"]), language)
+    if "status" in fields:
+        extra["status_label"] = status_label(str(fields["status"]), language)
+    if "bytes" in fields:
+        extra["bytes_human"] = human_bytes(fields["bytes"])
+    for source, target in (
+        ("duration_seconds", "duration"),
+        ("eta_seconds", "eta"),
+        ("run_eta_seconds", "run_eta"),
+    ):
+        if source in fields and fields[source] is not None:
+            extra[target] = human_duration(fields[source], language)
+    return extra
+
+
+def render_message(event: str, fields: Mapping[str, Any], language: Language) -> str:
+    """The human message for `event` in `language`, filled from `fields`; never raises."""
+    pair = CATALOG.get(event)
+    if pair is None:
+        return event
+    template = _pick(pair, language)
+    values = {**fields, **_derived(fields, language)}
+    try:
+        return _FORMATTER.vformat(template, (), values)
+    except Exception:  # a broken value must not break a log call
+        return template
