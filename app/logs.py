@@ -612,6 +612,15 @@ def _tidy_entry(entry: dict[str, Any], record: logging.LogRecord) -> str:
     return line
 
 
+CONSOLE_VALUE_CHARS = 80
+"""The console's trailing field list shows at most this much of a value (the message has more)."""
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= CONSOLE_VALUE_CHARS else text[: CONSOLE_VALUE_CHARS - 1] + "…"
+
+
 _COLORS = {
     "DEBUG": "\x1b[2m",
     "INFO": "\x1b[32m",
@@ -636,7 +645,7 @@ class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         level = record.levelname
         message = str(payload.get("message", ""))
         scalars = " ".join(
-            f"{k}={v}"
+            f"{k}={_short(v)}"
             for k, v in payload.items()
             if k not in ("event", "message", "exception", "stacks")
             and (v is None or isinstance(v, str | int | float))

@@ -8,9 +8,9 @@ Templates are `str.format` strings over the event's own fields plus a few derive
 - `bytes_human`  `bytes` as "12.3 MB"
 - `duration`, `eta`, `run_eta`  `duration_seconds`, `eta_seconds`, `run_eta_seconds` as "1分23秒" / "1m 23s"
 
-A field the caller did not pass renders as "?"; a value that does not fit the template's format
-spec is rendered with `str()`; an event that is not in the catalog renders as its own name.
-Rendering never raises.
+A field the caller did not pass (or passed as None) renders as "?"; a value that does not fit
+the template's format spec is rendered with `str()`; an event that is not in the catalog renders
+as its own name. Rendering never raises.
 """
 
 from __future__ import annotations
@@ -93,10 +93,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         " {duplicates} duplicates dropped, {skipped} pages skipped",
     ),
     "progress": (
-        "⏳ {account} {date} 第{page}/{pages}页（{percent:.1f}%），已获取{records}条，"
-        "{rate:.1f}条/秒，预计还需{eta}；总进度{run_percent:.1f}%，预计还需{run_eta}",
-        "⏳ {account} {date} page {page}/{pages} ({percent:.1f}%), {records} records,"
-        " {rate:.1f}/s, ETA {eta}; run {run_percent:.1f}%, ETA {run_eta}",
+        "⏳ {account} {date} 第{page}/{pages}页（{percent:.1f}%），{rate:.1f}页/分钟，"
+        "本单元预计还需{eta}；总进度{run_percent:.1f}%，预计还需{run_eta}",
+        "⏳ {account} {date} page {page}/{pages} ({percent:.1f}%), {rate:.1f} pages/min,"
+        " unit ETA {eta}; run {run_percent:.1f}%, ETA {run_eta}",
     ),
     "part_uploaded": (
         "📦 已上传 {object}（{bytes_human}，{records}条记录）",
@@ -143,6 +143,23 @@ CATALOG: dict[str, tuple[str, str]] = {
     "storage_retry": (
         "💾 存储操作 {operation} 失败，正在重试：{error}",
         "💾 Storage {operation} failed, retrying: {error}",
+    ),
+    "count_unstable": (
+        "⚠️ {account} {date} 记录总数在重读{rereads}次后仍在变化，按最后一次结果继续",
+        "⚠️ {account} {date} record count still changing after {rereads} rereads;"
+        " going on with the last one",
+    ),
+    "range_already_complete": (
+        "✅ 该日期范围已成功完成（{object}），无需再次抓取",
+        "✅ This date range already completed successfully ({object}); nothing to fetch",
+    ),
+    "result_composed_elsewhere": (
+        "🧩 结果文件已由其他任务生成：{object}",
+        "🧩 The result was already composed by another task: {object}",
+    ),
+    "summary_written_elsewhere": (
+        "📝 运行摘要已由其他任务写入：{object}",
+        "📝 The run summary was already written by another task: {object}",
     ),
     "watchdog_failed": (
         "⚠️ 看门狗检查出错（运行继续）：{error}",
@@ -246,6 +263,8 @@ class _LenientFormatter(string.Formatter):
             return MISSING, field_name
 
     def format_field(self, value: Any, format_spec: str) -> str:
+        if value is None:
+            return MISSING
         if isinstance(value, list | tuple):
             value = ", ".join(str(item) for item in value)
         try:

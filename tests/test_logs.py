@@ -546,18 +546,20 @@ def test_catalog_renders_with_and_without_fields(event: str) -> None:
 
 
 def test_progress_message_formats_numbers() -> None:
-    """Progress shows percentages with one decimal and ETAs as human durations."""
+    """Progress shows percentages with one decimal, pages per minute and human ETAs."""
     fields = {"account": "acme", "date": "2025-01-01", "page": 3, "pages": 10, "percent": 30,
-              "records": 300, "rate": 12.345, "eta_seconds": 83, "run_percent": 12.5,
+              "records": None, "rate": 12.345, "eta_seconds": 83, "run_percent": 12.5,
               "run_eta_seconds": 3725}  # fmt: skip
     assert render_message("progress", fields, "en") == (
-        "⏳ acme 2025-01-01 page 3/10 (30.0%), 300 records, 12.3/s, ETA 1m 23s;"
+        "⏳ acme 2025-01-01 page 3/10 (30.0%), 12.3 pages/min, unit ETA 1m 23s;"
         " run 12.5%, ETA 1h 2m 5s"
     )
     assert render_message("progress", fields, "zh") == (
-        "⏳ acme 2025-01-01 第3/10页（30.0%），已获取300条，12.3条/秒，预计还需1分23秒；"
+        "⏳ acme 2025-01-01 第3/10页（30.0%），12.3页/分钟，本单元预计还需1分23秒；"
         "总进度12.5%，预计还需1小时2分5秒"
     )
+    unknown_eta = {**fields, "eta_seconds": None}
+    assert "unit ETA ?;" in render_message("progress", unknown_eta, "en")
 
 
 @pytest.mark.parametrize(
