@@ -501,6 +501,13 @@ class _MappedReader(io.RawIOBase):
         super().close()
 
 
+def _release_error_body(response: Any, *args: Any, **kwargs: Any) -> None:
+    """requests response hook: consume an error answer so its connection is released."""
+    if response.status_code >= 400:
+        with contextlib.suppress(Exception):
+            response.content  # noqa: B018 - reading it is the point
+
+
 class GCSSink:
     """Objects under gs://bucket/prefix, through google-cloud-storage.
 
@@ -568,6 +575,11 @@ class GCSSink:
         except self._errors as exc:  # OSError covers "project could not be determined"
             raise StorageError(f"cannot create the GCS client: {_describe(exc)}") from exc
         self._bucket = self._client.bucket(bucket)
+        # The client leaves the body of a failed streamed download unread, which pins its
+        # connection (and socket) until garbage collection; reading error bodies (small) releases
+        # them at once.
+        with contextlib.suppress(AttributeError, KeyError):  # private API: harmless if it moves
+            self._client._http.hooks["response"].append(_release_error_body)
 
     def __repr__(self) -> str:
         return f"GCSSink({self.root!r})"
