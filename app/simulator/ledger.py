@@ -16,8 +16,8 @@ class LedgerEntry:
     when the answer stayed normal ("latency", "insert"). `status` is None when no status line was
     sent. `ids` are the conversion ids in the body. `token` is the bearer token presented (for
     authenticate: the token issued). Times come from the simulator's clock; `finished` is when
-    the simulator committed to the answer (for silence, drip and endless faults, when they
-    began).
+    the simulator committed to the answer, just before sending any of it, so the entry is in
+    the ledger before the client sees a byte (silence, drip and endless faults included).
     """
 
     endpoint: str

@@ -303,8 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint is None:
             exchange = _Exchange(RequestIdentity("unknown", None), 1, None, started, None)
             reply = _Reply(404, responses.NOT_FOUND, "not_found")
-            self._send(reply)
             self._record(exchange, reply.status, reply.outcome)
+            self._send(reply)
             return
         identity, token, state, query = self._identify(endpoint, form)
         account = identity.account
@@ -340,8 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "truncated":
             self._truncated(exchange, reply)
         else:
-            self._send(reply)
             self._record(exchange, reply.status, reply.outcome, reply.ids, reply.token)
+            self._send(reply)
 
     def _identify(self, endpoint: str, form: Mapping[str, str]
                   ) -> tuple[RequestIdentity, str | None, TokenState, _Query | None]:
@@ -413,13 +413,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._hold_silent()
         elif kind == "headers_then_silence":
             self.close_connection = True
-            self.wfile.write(self._head(200, responses.JSON, 4096))
             self._record(exchange, 200, kind)
+            self.wfile.write(self._head(200, responses.JSON, 4096))
             self._hold_silent()
         elif kind == "endless_body":
             self.close_connection = True
-            self.wfile.write(self._head(200, responses.JSON, None))
             self._record(exchange, 200, kind)
+            self.wfile.write(self._head(200, responses.JSON, None))
             self._endless()
         elif kind == "token_revoked":
             if exchange.identity.account is not None:
@@ -429,8 +429,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply_fault(exchange, _canned_fault(fault))
 
     def _reply_fault(self, exchange: _Exchange, reply: _Reply) -> None:
-        self._send(reply)
         self._record(exchange, reply.status, reply.outcome)
+        self._send(reply)
 
     def _reset(self) -> None:
         """Abort the connection with an RST: linger 0, then really close the socket."""
@@ -471,9 +471,9 @@ class _Handler(BaseHTTPRequestHandler):
         rate = float(fault.params.get("bytes_per_second", self.sim.drip_bytes_per_second))
         step = 1 if rate <= 20 else int(rate // 20)
         interval = step / rate
+        self._record(exchange, reply.status, "drip", reply.ids)
         self.wfile.write(self._head(reply.status, reply.content_type, len(reply.body),
                                     reply.headers))
-        self._record(exchange, reply.status, "drip", reply.ids)
         began = time.monotonic()
         stop = self.sim.stop_event
         for index, offset in enumerate(range(0, len(reply.body), step)):
@@ -487,8 +487,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         cut = len(reply.body) // 2
         head = self._head(reply.status, reply.content_type, len(reply.body), reply.headers)
-        self.wfile.write(head + reply.body[:cut])
         self._record(exchange, reply.status, "truncated")
+        self.wfile.write(head + reply.body[:cut])
 
 
 def _canned_fault(fault: Fault) -> _Reply:

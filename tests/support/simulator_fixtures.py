@@ -50,10 +50,11 @@ def sim_token(simulator: Simulator, account: int = 0, timeout: float = 5.0) -> s
 def post_range(simulator: Simulator, token: str | None, *, start: str = DAY,
                end: str | None = None, page: int | str = 1, limit: int | str = 100,
                timeout: float = 5.0, session: requests.Session | None = None,
-               **extra: str) -> requests.Response:
-    """POST /conversions/range with a plain `requests` call (or on `session`)."""
+               stream: bool = False, **extra: str) -> requests.Response:
+    """POST /conversions/range with a plain `requests` call (or on `session`); `extra` are
+    more form fields (e.g. filters)."""
     form = {"start_date": start, "end_date": end or start, "page": page, "limit": limit, **extra}
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     poster = session.post if session is not None else requests.post
     return poster(f"{simulator.base_url}/conversions/range", data=form, headers=headers,
-                  timeout=timeout)
+                  timeout=timeout, stream=stream)
