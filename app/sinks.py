@@ -580,6 +580,11 @@ class GCSSink:
         # them at once.
         with contextlib.suppress(AttributeError, KeyError):  # private API: harmless if it moves
             self._client._http.hooks["response"].append(_release_error_body)
+        # The client fetches bucket metadata in a background thread on first use, only to label
+        # OpenTelemetry spans we do not record; that costs a request, a thread that outlives
+        # close(), and a 403 for a service account without storage.buckets.get. Switch it off
+        # (the public switch is an environment variable, which only config may touch).
+        self._client._bucket_metadata_cache = None
 
     def __repr__(self) -> str:
         return f"GCSSink({self.root!r})"

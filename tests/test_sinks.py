@@ -612,7 +612,7 @@ def test_gcs_permanent_refusal_fails_fast_with_a_clear_message(
     message = str(caught.value)
     assert "r/summary.json" in message
     assert "403" in message or "Forbidden" in message
-    assert proxy.injected("upload") == ["403"]  # refused once, never retried
+    assert proxy.injected() == ["403"]  # one request, refused, never retried
 
 
 @pytest.mark.timeout(30)

@@ -138,6 +138,11 @@ def categorize(method: str, path: str) -> str:
     return category
 
 
+class _ProxyServer(server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops concurrent SYNs: a 1 s retransmit stall each
+
+
 class FaultProxy:
     """Forwarding proxy with scheduled faults; see the module docstring."""
 
@@ -153,8 +158,7 @@ class FaultProxy:
         self._rules = list(rules)
         self._rng = random.Random(seed)
         self.events: list[Event] = []
-        self._httpd = server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _ProxyServer(("127.0.0.1", 0), self._handler_class())
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -112,15 +112,20 @@ class _PreconditionHandler(RequestHandler):  # type: ignore[misc]
         self._route("PATCH")
 
 
+class _QueueingHTTPServer(server.HTTPServer):
+    """One request at a time (the emulator's storage is not thread-safe), many waiting to connect."""
+
+    request_queue_size = 128  # the default 5 drops concurrent SYNs: a 1 s retransmit stall each
+
+
 class PreconditionEmulator:
     """An in-memory gcp-storage-emulator on 127.0.0.1 with an OS-chosen port, plus preconditions."""
 
     def __init__(self) -> None:
         self.storage = _PreconditionStorage()
-        self._httpd = server.HTTPServer(
+        self._httpd = _QueueingHTTPServer(
             ("127.0.0.1", 0), functools.partial(_PreconditionHandler, self.storage)
         )
-        self._httpd.request_queue_size = 64
         port = self._httpd.server_address[1]
         self.host = f"http://127.0.0.1:{port}"
         self._thread = threading.Thread(
