@@ -716,3 +716,22 @@ def test_emulator_enforces_generation_preconditions(gcs_sink: GCSSink) -> None:
     with pytest.raises(AlreadyExists):
         gcs_sink.compose("r/x", ["r/y"])
     assert gcs_sink.get_bytes("r/x") == b"1"
+
+
+@pytest.mark.timeout(30)
+def test_gcs_silent_server_cannot_hang_a_call() -> None:
+    """A server that accepts connections but never answers ends in StorageError, bounded in time."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        sink = make_test_gcs_sink(endpoint, "quiet-bucket", request_timeout=0.3, retry_deadline=1.0)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="quiet-bucket"):
+                sink.put_bytes("r/x", b"x")
+            assert time.monotonic() - started < 5
+        finally:
+            sink.close()
