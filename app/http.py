@@ -23,6 +23,7 @@ import itertools
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,21 +45,36 @@ _CHUNK = 64 * 1024
 class _Guard:
     """The deadline of one request and the connections it is using."""
 
-    __slots__ = ("_conns", "_lock", "deadline", "done", "fired")
+    __slots__ = ("_conns", "_lock", "_seen", "deadline", "done", "fired")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, seen: weakref.WeakSet[HTTPConnection]) -> None:
         self.deadline = deadline
+        self._seen = seen
         self.fired = False
         self.done = False
         self._conns: list[HTTPConnection] = []
         self._lock = threading.Lock()
 
     def attach(self, conn: HTTPConnection) -> None:
+        self._seen.add(conn)
         with self._lock:
             self._conns.append(conn)
             fire_now = self.fired
         if fire_now:
             _shutdown(conn)
+
+    def close_connections(self) -> None:
+        """After a failure: close every connection this request touched; none can be reused."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def finish(self) -> None:
+        with self._lock:
+            self.done = True
+            self._conns = []  # the pool owns healthy connections; drop our references
 
     def fire(self) -> None:
         with self._lock:
@@ -84,7 +100,7 @@ _current_guard: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
 
 
 class _GuardedHTTPConnection(HTTPConnection):
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         guard = _current_guard.get()
         if guard is not None:
             guard.attach(self)
@@ -92,7 +108,7 @@ class _GuardedHTTPConnection(HTTPConnection):
 
 
 class _GuardedHTTPSConnection(HTTPSConnection):
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         guard = _current_guard.get()
         if guard is not None:
             guard.attach(self)
@@ -112,7 +128,7 @@ class _GuardedAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {  # type: ignore[attr-defined]
+        self.poolmanager.pool_classes_by_scheme = {
             "http": _GuardedHTTPPool,
             "https": _GuardedHTTPSPool,
         }
@@ -207,6 +223,7 @@ class HttpClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._reaper = _Reaper(clock)
+        self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
         self._closed = False
 
     def post_form(
@@ -218,7 +235,7 @@ class HttpClient:
         resets, refused connections, truncated or oversized bodies.
         """
         start = self._clock()
-        guard = _Guard(start + self.timeout)
+        guard = _Guard(start + self.timeout, self._connections)
         self._reaper.watch(guard)
         token = _current_guard.set(guard)
         response: requests.Response | None = None
@@ -232,6 +249,7 @@ class HttpClient:
                 allow_redirects=False,
             )
             body = self._read_body(response, guard)
+            response.close()  # hands the connection back to the pool (or closes it)
             return HttpResponse(
                 status=response.status_code,
                 headers=dict(response.headers),
@@ -241,14 +259,15 @@ class HttpClient:
         except (RequestTimeout, NetworkError):
             if response is not None:
                 response.close()
+            guard.close_connections()
             raise
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             if response is not None:
                 response.close()
+            guard.close_connections()
             raise self._map_error(exc, guard) from exc
         finally:
-            with guard._lock:
-                guard.done = True
+            guard.finish()
             _current_guard.reset(token)
 
     def _read_body(self, response: requests.Response, guard: _Guard) -> bytes:
@@ -290,6 +309,9 @@ class HttpClient:
         self._closed = True
         self._reaper.close()
         self._session.close()
+        for conn in list(self._connections):  # also any the pool no longer tracks
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def __enter__(self) -> HttpClient:
         return self

@@ -301,12 +301,31 @@ class InvolveAsiaAPI:
             page_limit=self.settings.page_limit, concurrency=1,
             account=self.account.name,
         )
+        seen: set[object] = set()
+
+        def fresh(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for record in records:
+                key = record.get("conversion_id")
+                if key is None or key not in seen:
+                    seen.add(key)
+                    yield record
+
+        skipped: dict[dt.date, list[int]] = {}
         day = start
-        while day <= end:
-            yield from pager.iter_unit(day)
+        while day <= end and not state.stopped:
+            run = pager.unit(day)
+            for item in run:
+                if isinstance(item, Page):
+                    yield from fresh(item.records)
+            if run.outcome is not None and run.outcome.skipped:
+                skipped[day] = run.outcome.skipped
             day += dt.timedelta(days=1)
-        for item in pager.second_pass():
-            yield from item
+        for skipped_day, pages in skipped.items():
+            if state.stopped:
+                break
+            for item in pager.retry(skipped_day, pages):
+                if isinstance(item, Page):
+                    yield from fresh(item.records)
         self.skipped_pages = [s.as_dict() for s in state.skipped]
         self.stats = state.as_dict()
 

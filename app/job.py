@@ -352,7 +352,7 @@ class Job:
 
     # ------------------------------------------------------------------ events
 
-    def _on_page(self, page: Page, duration: float) -> None:
+    def _on_page(self, account: str, day: dt.date, page: Page, duration: float) -> None:
         watchdog = getattr(self, "_watchdog", None)
         if watchdog is not None:
             watchdog.progress()
@@ -364,7 +364,7 @@ class Job:
             run_fraction = min(1.0, (self._progress["units_done"]
                                      + page.page / max(page.pages, 1)) / total)
             self.log.info(
-                "progress", page=page.page, pages=page.pages,
+                "progress", account=account, date=day.isoformat(), page=page.page, pages=page.pages,
                 percent=round(100 * page.page / max(page.pages, 1), 1),
                 records=self.budget.used if self.budget.limit else None,
                 rate=round(rate, 1),
@@ -446,7 +446,7 @@ class Job:
             "units": {"total": len(reports),
                       "done": sum(r.state in ("done", "resumed") for r in reports),
                       "partial": sum(r.state == "partial" for r in reports),
-                      "missing": sum(r.state == "missing" for r in reports)},
+                      "failed": sum(r.state == "missing" for r in reports)},
             "unit_reports": [r.as_dict() for r in reports],
             "duration_seconds": round(self.clock() - self._started, 3),
             "error": str(self._fatal) if self._fatal else None,

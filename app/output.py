@@ -87,7 +87,8 @@ class UnitOutput:
     def _upload_pending(self) -> None:
         assert self._pending is not None
         name = self.layout.chunk(self.account, self.day, self.run_id, self._pending.index)
-        self.sink.put_file(name, self._pending.path, if_generation_match=None)
+        # Create-only: chunk names are unique per run, so the client may retry the upload safely.
+        self.sink.put_file(name, self._pending.path)
         self._pending.path.unlink(missing_ok=True)
         self._uploaded.append(name)
         self._pending = None

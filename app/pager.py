@@ -166,7 +166,7 @@ class Pager:
         clock: Callable[[], float] = time.monotonic,
         log: EventLog | None = None,
         on_trouble: Callable[[str, dict[str, Any]], None] | None = None,
-        on_page: Callable[[Page, float], None] | None = None,
+        on_page: Callable[[str, dt.date, Page, float], None] | None = None,
     ) -> None:
         self.client = client
         self.policy = policy
@@ -223,7 +223,7 @@ class Pager:
                           pages=result.pages, records=len(result.records), attempt=attempt,
                           count=result.count, duration_ms=round(duration * 1000))
             if self._on_page is not None:
-                self._on_page(result, duration)
+                self._on_page(self.account, day, result, duration)
             return result
 
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
@@ -245,10 +245,11 @@ class Pager:
         try:
             while True:
                 while len(window) < self.concurrency and not self.state.stopped:
-                    page = next(todo, None)
-                    if page is None:
+                    number = next(todo, None)
+                    if number is None:
                         break
-                    window.append(self._pool.submit(self.fetch, day, page, record_skip=record_skip))
+                    window.append(self._pool.submit(self.fetch, day, number,
+                                                    record_skip=record_skip))
                 if not window:
                     return
                 yield window.popleft().result()

@@ -39,7 +39,7 @@ def merge(task_summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     skipped: list[dict[str, Any]] = []
     totals = {"records": 0, "pages": 0, "requests": 0, "bytes_written": 0, "duplicates": 0,
               "rereads": 0}
-    units = {"total": 0, "done": 0, "partial": 0, "missing": 0}
+    units = {"total": 0, "done": 0, "partial": 0, "failed": 0}
     for task in task_summaries:
         for key in totals:
             totals[key] += int(task.get(key, 0) or 0)

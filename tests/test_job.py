@@ -1,0 +1,131 @@
+"""The job end to end, as a subprocess against the simulator, writing to a local folder:
+layout, exactly-once result, exit codes, the second pass, resume."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from app.simulator import Fault, SimAccount
+from app.sinks import crc32c_file
+from tests.support.jobrun import job_env, read_ndjson_gz, run_job
+
+START, END = "2025-02-01", "2025-02-03"
+RANGE = f"{START}_{END}"
+DAYS = [dt.date(2025, 2, d) for d in (1, 2, 3)]
+
+
+def _expected(sim, account: str = "default") -> set[int]:  # type: ignore[no-untyped-def]
+    return sim.expected_ids(account, DAYS[0], DAYS[-1])
+
+
+@pytest.mark.timeout(120)
+def test_a_run_lands_parts_result_and_summary_with_every_record_once(make_simulator,
+                                                                     tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two accounts x 3 days: one part per unit, the result holds each record once, the summary
+    names the result with its real size and crc32c."""
+    accounts = [SimAccount(name="IAByteC", key="general", secret="s1+/="),
+                SimAccount(name="shop", key="general", secret="s2")]
+    sim = make_simulator(accounts=accounts, records_per_day=230, rate_limit_per_minute=None)
+    env = job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
+                  INVOLVE_ASIA_ACCOUNTS=json.dumps([{"name": a.name, "key": a.key,
+                                                     "secret": a.secret} for a in accounts]))
+    run = run_job(env)
+    assert run.code == 0, run.stderr[-2000:]
+    root = tmp_path / RANGE
+    parts = sorted(p.relative_to(root).as_posix() for p in (root / "parts").rglob("*.ndjson.gz"))
+    assert parts == [f"parts/{a}/{d}.ndjson.gz" for a in ("IAByteC", "shop") for d in DAYS]
+    rows = read_ndjson_gz((root / "conversions.ndjson.gz").read_bytes())
+    for account in ("IAByteC", "shop"):
+        ids = [r["conversion_id"] for r in rows if r["_account"] == account]
+        assert len(ids) == len(set(ids))
+        assert set(ids) == _expected(sim, account)
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["records"] == len(rows) == 6 * 230
+    assert summary["pages"] == 6 * 3
+    assert summary["skipped_pages"] == []
+    assert summary["result"]["size"] == (root / "conversions.ndjson.gz").stat().st_size
+    assert summary["result"]["crc32c"] == crc32c_file(root / "conversions.ndjson.gz")
+    for key in ("start_date", "end_date", "accounts", "retries", "duration_seconds", "resources"):
+        assert key in summary
+
+
+@pytest.mark.timeout(120)
+def test_a_page_that_recovers_in_the_second_pass_leaves_nothing_skipped(make_simulator,
+                                                                         tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Page 2 of day 2 fails 6 times, then recovers: exit 0, nothing skipped, every record."""
+    sim = make_simulator(records_per_day=300, rate_limit_per_minute=None)
+    sim.add_fault(Fault(kind="http_502", date=DAYS[1].isoformat(), page=2,
+                        attempts=set(range(1, 7))))
+    run = run_job(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path)))
+    assert run.code == 0, run.stderr[-2000:]
+    assert len(run.named("page_skipped")) == 1
+    assert len(run.named("page_recovered")) == 1
+    summary = json.loads((tmp_path / RANGE / "summary.json").read_text())
+    assert summary["skipped_pages"] == [] and summary["status"] == "succeeded"
+    assert summary["retries"] == {"http_status": 6}
+    rows = read_ndjson_gz((tmp_path / RANGE / "conversions.ndjson.gz").read_bytes())
+    assert {r["conversion_id"] for r in rows} == _expected(sim) and len(rows) == 900
+
+
+@pytest.mark.timeout(120)
+def test_a_dead_page_is_listed_and_exits_3_then_a_rerun_completes(make_simulator,
+                                                                   tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A page dead for the whole run: summary `partial` naming it, exit 3; once the API heals, a
+    rerun fetches only that unit and the range ends `succeeded` with every record once."""
+    sim = make_simulator(records_per_day=300, rate_limit_per_minute=None)
+    sim.add_fault(Fault(kind="http_500", date=DAYS[2].isoformat(), page=3))
+    env = job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path))
+    run = run_job(env)
+    assert run.code == 3, run.stderr[-2000:]
+    summary = json.loads((tmp_path / RANGE / "summary.json").read_text())
+    assert summary["status"] == "partial"
+    assert [(s["account"], s["date"], s["page"]) for s in summary["skipped_pages"]] == [
+        ("default", DAYS[2].isoformat(), 3)]
+    rows = read_ndjson_gz((tmp_path / RANGE / "conversions.ndjson.gz").read_bytes())
+    assert len(rows) == 800  # everything but the dead page
+
+    sim.clear_faults()
+    before = sim.request_count(endpoint="range")
+    rerun = run_job(env)
+    assert rerun.code == 0, rerun.stderr[-2000:]
+    asked = {(e.start_date, e.page) for e in sim.ledger.snapshot()[before:] if e.endpoint == "range"}
+    assert {d for d, _ in asked} == {DAYS[2].isoformat()}  # only the unfinished unit
+    summary = json.loads((tmp_path / RANGE / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+    rows = read_ndjson_gz((tmp_path / RANGE / "conversions.ndjson.gz").read_bytes())
+    assert len(rows) == 900 and {r["conversion_id"] for r in rows} == _expected(sim)
+
+
+@pytest.mark.timeout(120)
+def test_eleven_dead_pages_fail_the_run_with_exit_1(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """More than MAX_SKIPPED_PAGES skipped: fetching stops, status `failed`, exit 1."""
+    sim = make_simulator(records_per_day=1500, rate_limit_per_minute=None)
+    for page in range(2, 14):
+        sim.add_fault(Fault(kind="envelope_error", date=DAYS[0].isoformat(), page=page))
+    run = run_job(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
+                          RETRY_BACKOFF="0.01", FETCH_CONCURRENCY="1"))
+    assert run.code == 1, run.stderr[-2000:]
+    summary = json.loads((tmp_path / RANGE / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert len(summary["skipped_pages"]) == 11
+    assert not (tmp_path / RANGE / "conversions.ndjson.gz").exists()
+    assert not any(e.start_date == DAYS[2].isoformat() for e in sim.ledger.snapshot()
+                   if e.endpoint == "range")
+
+
+@pytest.mark.timeout(60)
+def test_bad_credentials_exit_2_within_one_request(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A wrong secret: exit 2 after a single authenticate call, nothing written."""
+    sim = make_simulator(rate_limit_per_minute=None)
+    run = run_job(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
+                          INVOLVE_ASIA_API_SECRET="not-the-secret"))
+    assert run.code == 2, run.stderr[-2000:]
+    assert sim.request_count(endpoint="authenticate") == 1
+    assert sim.request_count(endpoint="range") == 0
+    errors = [e for e in run.events() if e["severity"] == "ERROR"]
+    assert any("Invalid Credentials" in json.dumps(e) for e in errors)
