@@ -1,0 +1,224 @@
+"""Results in GCS that survive crashes, tested with the real job (subprocesses), the simulator
+and gcp-storage-emulator behind the real google-cloud-storage client: kill -9 and rerun,
+parallel tasks, storage faults, SIGTERM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from app.simulator import Simulator
+from tests.support.faultproxy import FaultProxy, Rule
+from tests.support.gcs_fixtures import GcsEmulator, make_test_gcs_sink
+from tests.support.jobrun import job_env, run_job, start_job
+
+pytestmark = pytest.mark.slow
+
+START, END = "2025-04-01", "2025-04-06"
+RANGE = f"{START}_{END}"
+DAYS = [dt.date(2025, 4, d) for d in range(1, 7)]
+
+
+@pytest.fixture
+def sim(make_simulator) -> Simulator:  # type: ignore[no-untyped-def]
+    # 6 days x 3 pages; a little latency so a kill can land inside a run
+    return make_simulator(records_per_day=260, rate_limit_per_minute=None, latency=0.04)
+
+
+@pytest.fixture
+def bucket_sink(gcs_emulator: GcsEmulator) -> Iterator[Any]:
+    sink = make_test_gcs_sink(gcs_emulator.host, gcs_emulator.bucket)
+    yield sink
+    sink.close()
+
+
+def _env(sim: Simulator, gcs: GcsEmulator, **extra: str) -> dict[str, str]:
+    return {**job_env(sim.base_url, START, END, **gcs.env()), **extra}
+
+
+def _result_rows(sink: Any, name: str = f"{RANGE}/conversions.ndjson.gz") -> list[dict[str, Any]]:
+    data = sink.get_bytes(name)
+    assert data is not None, f"{name} missing"
+    return [json.loads(line) for line in gzip.decompress(data).splitlines()]
+
+
+def _assert_exactly_once(sim: Simulator, sink: Any) -> None:
+    rows = _result_rows(sink)
+    ids = [r["conversion_id"] for r in rows]
+    assert len(ids) == len(set(ids)), "duplicates in the result"
+    assert set(ids) == sim.expected_ids("default", DAYS[0], DAYS[-1]), "records lost"
+    summary = json.loads(sink.get_bytes(f"{RANGE}/summary.json"))
+    info = sink.stat(f"{RANGE}/conversions.ndjson.gz")
+    assert summary["status"] == "succeeded"
+    assert summary["records"] == len(rows)
+    assert summary["result"]["size"] == info.size
+    assert summary["result"]["crc32c"] == info.crc32c
+
+
+def _done_days(sink: Any) -> set[str]:
+    return {o.name.rsplit("/", 1)[1].split(".")[0] for o in sink.list(f"{RANGE}/parts/")}
+
+
+def _kill_when(proc: subprocess.Popen[str], condition: Callable[[], bool],
+               timeout: float = 60) -> bool:
+    """SIGKILL the job as soon as `condition()` holds; False if it exited first."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            if condition():
+                proc.kill()
+                return True
+            time.sleep(0.002)
+        proc.kill()
+        raise AssertionError("condition never met")
+    finally:
+        proc.communicate(timeout=10)  # reap it and close its pipes
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_at_many_moments_then_rerun_ends_with_every_record_once(
+    sim: Simulator, gcs_emulator: GcsEmulator, bucket_sink: Any
+) -> None:
+    """Killed mid-page, between units, mid-upload and mid-compose, then rerun each time: the
+    final result holds every record exactly once, and no rerun re-fetches a finished unit."""
+    with FaultProxy(gcs_emulator.host, []) as proxy:
+        env = _env(sim, gcs_emulator, STORAGE_EMULATOR_HOST=proxy.url, FETCH_CONCURRENCY="1")
+        uploads = lambda: proxy.forwarded("upload")  # noqa: E731
+        composes = lambda: proxy.forwarded("compose")  # noqa: E731
+        moments: list[tuple[str, Callable[[int, int, int], Callable[[], bool]]]] = [
+            # (name, factory(range requests so far, uploads so far, composes so far) -> condition)
+            ("mid-page of the first unit", lambda r, u, c: lambda: sim.request_count() >= r + 2),
+            ("just after a unit's last page", lambda r, u, c: lambda: sim.request_count() >= r + 3),
+            ("mid-upload", lambda r, u, c: lambda: uploads() >= u + 1),
+            ("between units", lambda r, u, c: lambda: uploads() >= u + 2),
+            ("mid-page later on", lambda r, u, c: lambda: sim.request_count() >= r + 5),
+            ("mid-compose", lambda r, u, c: lambda: composes() >= c + 1),
+        ]
+        kills = 0
+        for name, make_condition in moments:
+            done_before = _done_days(bucket_sink)
+            ledger_before = len(sim.ledger.snapshot())
+            condition = make_condition(sim.request_count(), uploads(), composes())
+            proc = start_job(env)
+            killed = _kill_when(proc, condition)
+            kills += killed
+            refetched = {e.start_date for e in sim.ledger.snapshot()[ledger_before:]
+                         if e.endpoint == "range"}
+            assert not refetched & done_before, f"{name}: finished units fetched again"
+        assert kills >= 5
+        ledger_before = len(sim.ledger.snapshot())
+        done_before = _done_days(bucket_sink)
+        final = run_job(env)
+        assert final.code == 0, final.stderr[-3000:]
+        refetched = {e.start_date for e in sim.ledger.snapshot()[ledger_before:]
+                     if e.endpoint == "range"}
+        assert not refetched & done_before
+    _assert_exactly_once(sim, bucket_sink)
+    assert bucket_sink.list(f"{RANGE}/chunks/") == []
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("tasks", [3, 4])
+def test_parallel_tasks_produce_the_single_task_result(make_simulator, gcs_emulator: GcsEmulator,
+                                                       tasks: int) -> None:  # type: ignore[no-untyped-def]
+    """N tasks as concurrent processes give the same result, byte for byte in content order, as
+    one task; exactly one summary.json is written."""
+    sim = make_simulator(records_per_day=260, rate_limit_per_minute=None)
+    single = run_job(_env(sim, gcs_emulator, GCS_PREFIX="single"))
+    assert single.code == 0, single.stderr[-3000:]
+    execution = {"CLOUD_RUN_JOB": "ia", "CLOUD_RUN_EXECUTION": f"ia-{tasks}",
+                 "CLOUD_RUN_TASK_COUNT": str(tasks), "CLOUD_RUN_TASK_ATTEMPT": "0"}
+    procs = [start_job(_env(sim, gcs_emulator, GCS_PREFIX="parallel", **execution,
+                            CLOUD_RUN_TASK_INDEX=str(i))) for i in range(tasks)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+    one = make_test_gcs_sink(gcs_emulator.host, gcs_emulator.bucket, prefix="single")
+    many = make_test_gcs_sink(gcs_emulator.host, gcs_emulator.bucket, prefix="parallel")
+    try:
+        name = f"{RANGE}/conversions.ndjson.gz"
+        single_bytes = gzip.decompress(one.get_bytes(name) or b"")
+        assert single_bytes == gzip.decompress(many.get_bytes(name) or b"")
+        assert len(single_bytes.splitlines()) == 6 * 260
+        summaries = [o.name for o in many.list(RANGE) if o.name.endswith("summary.json")]
+        assert summaries == [f"{RANGE}/summary.json"]
+        summary = json.loads(many.get_bytes(f"{RANGE}/summary.json") or b"{}")
+        assert summary["status"] == "succeeded" and summary["task_count"] == tasks
+        assert summary["records"] == 6 * 260
+        assert len(many.list(f"{RANGE}/tasks/")) == tasks
+    finally:
+        one.close()
+        many.close()
+
+
+@pytest.mark.timeout(300)
+def test_storage_faults_lose_and_duplicate_nothing(sim: Simulator, gcs_emulator: GcsEmulator,
+                                                  bucket_sink: Any) -> None:
+    """503s and resets on uploads and compose (including a reset after the write happened) are
+    retried by the storage client; the result holds every record exactly once."""
+    rules = [Rule("503", on="upload", nth={1, 4}), Rule("reset_after", on="upload", nth={2}),
+             Rule("reset", on="upload", nth={6}), Rule("503", on="compose", nth={1}),
+             Rule("reset_after", on="compose", nth={2}), Rule("429", on="list", nth={1})]
+    with FaultProxy(gcs_emulator.host, rules, seed=3) as proxy:
+        run = run_job(_env(sim, gcs_emulator, STORAGE_EMULATOR_HOST=proxy.url))
+        assert run.code == 0, run.stderr[-3000:]
+        assert proxy.injected("upload") and proxy.injected("compose")
+    _assert_exactly_once(sim, bucket_sink)
+
+
+@pytest.mark.timeout(120)
+def test_a_permanent_storage_failure_exits_1_with_a_clear_message(sim: Simulator,
+                                                                  gcs_emulator: GcsEmulator) -> None:
+    """Storage answering 403 to everything: exit 1 and one ERROR entry that says storage failed."""
+    with FaultProxy(gcs_emulator.host, [Rule("403", on="any")]) as proxy:
+        run = run_job(_env(sim, gcs_emulator, STORAGE_EMULATOR_HOST=proxy.url))
+    assert run.code == 1
+    errors = [e for e in run.events() if e["severity"] == "ERROR"]
+    assert errors and errors[-1]["error_class"] == "storage"
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_exits_1_within_10_s_and_a_rerun_completes(make_simulator,
+                                                           gcs_emulator: GcsEmulator,
+                                                           bucket_sink: Any) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM mid-run: exit 1 within 10 s, finished units uploaded, summary `failed` naming what
+    is missing; a rerun fetches only the rest and completes the range."""
+    sim = make_simulator(records_per_day=260, rate_limit_per_minute=None, latency=0.25,
+                         hang_seconds=60.0)
+    env = _env(sim, gcs_emulator, REQUEST_TIMEOUT="30", FETCH_CONCURRENCY="1")
+    proc = start_job(env)
+    deadline = time.monotonic() + 60
+    while len(_done_days(bucket_sink)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    from app.simulator import Fault
+
+    sim.add_fault(Fault(kind="no_answer"))  # the request in flight at SIGTERM never answers
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 1, err[-3000:]
+    done = _done_days(bucket_sink)
+    assert len(done) >= 2
+    summary = json.loads(bucket_sink.get_bytes(f"{RANGE}/summary.json"))
+    assert summary["status"] == "failed"
+    assert summary["units"]["failed"] == 6 - len(done)
+    sim.clear_faults()
+    before = len(sim.ledger.snapshot())
+    rerun = run_job(env)
+    assert rerun.code == 0, rerun.stderr[-3000:]
+    refetched = {e.start_date for e in sim.ledger.snapshot()[before:] if e.endpoint == "range"}
+    assert not refetched & done
+    _assert_exactly_once(sim, bucket_sink)
