@@ -532,6 +532,7 @@ class Simulator:
         seed: int = 1,
         token_ttl: float = 7200.0,
         rate_limit_per_minute: int | None = 60,
+        rate_window: float = 60.0,
         retry_after: str = "yes",
         fault_rate: float = 0.0,
         fault_kinds: Sequence[str] = DEFAULT_RANDOM_FAULTS,
@@ -558,7 +559,7 @@ class Simulator:
         self.port = port
         self.dataset = Dataset([account.name for account in self.accounts], records_per_day, seed)
         self.tokens = TokenStore(token_ttl, clock)
-        self.throttle = Throttle(rate_limit_per_minute, clock)
+        self.throttle = Throttle(rate_limit_per_minute, clock, rate_window)
         self.faults = FaultBook(seed, fault_rate, fault_kinds)
         self.ledger = Ledger()
         self.stop_event = threading.Event()
