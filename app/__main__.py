@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 from app.config import CloudRunTask, Settings, load_settings, overrides_from, parse_args
-from app.errors import ConfigError, JobError
+from app.errors import ConfigError, JobError, StorageCredentialsError
 from app.summary import EXIT_CONFIG, EXIT_RETRY
 
 SIGTERM_GRACE = 9.0
@@ -75,7 +75,7 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
         result = job.run()
     except JobError as exc:
         log.error("run_failed", error_class=exc.error_class, error=str(exc))
-        return EXIT_RETRY
+        return EXIT_CONFIG if isinstance(exc, StorageCredentialsError) else EXIT_RETRY
     except Exception as exc:
         log.exception("run_failed", error_class="other", error=f"{type(exc).__name__}: {exc}")
         return EXIT_RETRY

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,7 +54,7 @@ def run_demo(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> int
     end = dt.date.today() - dt.timedelta(days=2)
     accounts = [SimAccount(name=a["name"], key=a["key"], secret=a["secret"])
                 for a in DEMO_ACCOUNTS]
-    with Simulator(accounts=accounts, records_per_day=420, seed=7, token_ttl=4.0,
+    with Simulator(accounts=accounts, records_per_day=420, seed=7, token_ttl=1.5,
                    rate_limit_per_minute=1200, fault_rate=0.04, hang_seconds=30.0) as sim:
         day = end.isoformat()
         sim.add_fault(Fault(kind="no_answer", account="IAByteC", date=day, page=2, attempts={1}))
@@ -63,6 +64,8 @@ def run_demo(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> int
         settings = load_settings({**demo_env}, {k: v for k, v in overrides.items()
                                                 if k in ("LOG_FORMAT", "LOG_LANGUAGE",
                                                          "OUTPUT_DIR")})
+        # Demo data only: start from an empty range folder so every demo run does the whole job.
+        shutil.rmtree(Path(settings.output_dir) / settings.range_name, ignore_errors=True)
         _setup_logging(settings, demo_env)
         code = run(settings, env=demo_env)
     root = Path(settings.output_dir) / settings.range_name

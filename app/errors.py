@@ -17,6 +17,8 @@ whether a retry can help and which summary bucket it counts in.
     │       └── RequestRejected        "validation"   401 "Incorrect arguments": a bug in our request
     ├── ConfigError                bad settings (exit 2)
     ├── StorageError               the sink failed permanently (exit 1)
+    │   ├── StorageCredentialsError    no credentials/project for the client (exit 2)
+    │   └── AlreadyExists              a create-only write found the object there
     └── Interrupted                SIGTERM: stop taking new work (exit 1)
 
 Only this module and `http.py`/`involve_asia.py` (which raise these) know how a low-level failure maps
@@ -123,6 +125,12 @@ class StorageError(JobError):
     """Writing or reading the output failed after the storage client's own retries."""
 
     error_class = "storage"
+
+
+class StorageCredentialsError(StorageError):
+    """No usable credentials or project for the storage client: a retry will not help (exit 2)."""
+
+    error_class = "storage_credentials"
 
 
 class AlreadyExists(StorageError):

@@ -136,6 +136,7 @@ class AccountClient:
         refresh_margin: float = TOKEN_REFRESH_MARGIN,
         on_token: Callable[[str], None] | None = None,
         on_request: Callable[[], None] | None = None,
+        log: Any = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = key
@@ -148,6 +149,7 @@ class AccountClient:
         self._refresh_margin = min(refresh_margin, token_ttl / 2)
         self._on_token = on_token
         self._on_request = on_request
+        self._log = log
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_generation = 0
@@ -184,9 +186,13 @@ class AccountClient:
     def _current_token(self) -> tuple[str, int]:
         with self._lock:
             if self._token is None or self._clock() >= self._token_expires:
-                if self._token is not None:
-                    self.token_refreshes += 1
+                renewing = self._token is not None
                 self._install(self.authenticate())
+                if renewing:
+                    self.token_refreshes += 1
+                    self._note("token_refreshed", reason="expiring")
+                else:
+                    self._note("auth_ok")
             assert self._token is not None
             return self._token, self._token_generation
 
@@ -199,8 +205,13 @@ class AccountClient:
         """The token of `generation` was rejected: re-authenticate unless another thread did."""
         with self._lock:
             if self._token_generation == generation:
-                self.token_refreshes += 1
                 self._install(self.authenticate())
+                self.token_refreshes += 1
+                self._note("token_refreshed", reason="rejected")
+
+    def _note(self, event: str, **fields: Any) -> None:
+        if self._log is not None:
+            self._log.info(event, **fields)
 
     # -- conversions
 

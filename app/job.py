@@ -233,7 +233,7 @@ class Job:
             extra["token_ttl"] = self._token_ttl
         client = AccountClient(base_url=settings.base_url, key=account.key, secret=account.secret,
                                http=http, limiter=limiter, clock=self.clock,
-                               on_token=register_secret, **extra)
+                               on_token=register_secret, log=log, **extra)
         policy = RetryPolicy(max_retries=settings.max_retry_attempts,
                              backoff=settings.retry_backoff,
                              rate_limit_delay=settings.rate_limit_delay)

@@ -44,7 +44,7 @@ from typing import Any, BinaryIO, Protocol, cast
 
 import google_crc32c
 
-from app.errors import AlreadyExists, StorageError, truncate
+from app.errors import AlreadyExists, StorageCredentialsError, StorageError, truncate
 
 COMPOSE_MAX_SOURCES = 32
 """GCS compose accepts at most this many sources per call; more are composed in rounds."""
@@ -573,7 +573,7 @@ class GCSSink:
             else:
                 self._client = storage.Client()
         except self._errors as exc:  # OSError covers "project could not be determined"
-            raise StorageError(f"cannot create the GCS client: {_describe(exc)}") from exc
+            raise StorageCredentialsError(f"cannot create the GCS client: {_describe(exc)}") from exc
         self._bucket = self._client.bucket(bucket)
         # The client leaves the body of a failed streamed download unread, which pins its
         # connection (and socket) until garbage collection; reading error bodies (small) releases
