@@ -3,7 +3,7 @@
 A `UnitWriter` owns one (account, day): it appends each new record (the API's object plus
 `"_account"`) as one JSON line to a gzip file in a scratch folder, drops records whose
 `conversion_id` it has already written, and hands a finished chunk file to `on_chunk` whenever
-the compressed file passes `chunk_bytes`, so a day of 5,000 pages never holds more than one chunk
+the chunk's uncompressed content passes `chunk_bytes`, so a day of 5,000 pages never holds more than one chunk
 on the container's disk (which is RAM on Cloud Run). Each chunk is a complete gzip member;
 concatenated chunks are one valid gzip stream.
 
@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-CHUNK_BYTES = 16 * 1024 * 1024
-"""Compressed bytes per chunk before it is handed off (about 150,000 typical records)."""
+CHUNK_BYTES = 64 * 1024 * 1024
+"""Uncompressed NDJSON bytes per chunk before it is handed off (about 100,000 typical records,
+6-10 MB once gzipped). Counted before compression because zlib holds output back internally,
+so the file's size lags behind what has been written."""
 
 GZIP_LEVEL = 6
 
@@ -72,6 +74,7 @@ class UnitWriter:
         self._gz: gzip.GzipFile | None = None
         self._path: Path | None = None
         self._chunk_records = 0
+        self._chunk_raw = 0
         self._account_field = f'"_account":{json.dumps(account, ensure_ascii=False)}}}\n'.encode()
         self.capped = False
 
@@ -85,6 +88,7 @@ class UnitWriter:
             self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=GZIP_LEVEL,
                                      mtime=0)
             self._chunk_records = 0
+            self._chunk_raw = 0
         return self._gz
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> int:
@@ -109,11 +113,12 @@ class UnitWriter:
         if not lines:
             return 0
         gz = self._open()
-        gz.write(b"".join(lines))
+        data = b"".join(lines)
+        gz.write(data)
         self.records += len(lines)
         self._chunk_records += len(lines)
-        assert self._raw is not None
-        if self._raw.tell() >= self.chunk_bytes:
+        self._chunk_raw += len(data)
+        if self._chunk_raw >= self.chunk_bytes:
             self._finish_chunk()
         return len(lines)
 

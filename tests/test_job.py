@@ -129,3 +129,40 @@ def test_bad_credentials_exit_2_within_one_request(make_simulator, tmp_path: Pat
     assert sim.request_count(endpoint="range") == 0
     errors = [e for e in run.events() if e["severity"] == "ERROR"]
     assert any("Invalid Credentials" in json.dumps(e) for e in errors)
+
+
+@pytest.mark.timeout(120)
+def test_a_big_day_goes_up_in_bounded_chunks_and_is_composed(make_simulator, gcs_sink) -> None:  # type: ignore[no-untyped-def]
+    """A 4,000-record day with 1 KB chunks: over 32 chunks are uploaded as the day is paged, then
+    composed (in rounds) into one part holding every record once; no chunk is left behind."""
+    from app.config import load_settings
+    from app.job import Job
+
+    sim = make_simulator(records_per_day=4000, rate_limit_per_minute=None)
+    settings = load_settings(job_env(sim.base_url, "2025-02-01", "2025-02-01",
+                                     GCS_BUCKET="unused"))
+    uploads: list[str] = []
+
+    class CountingSink:
+        """Passes everything to the real GCS sink, noting chunk uploads."""
+
+        def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+            self.inner = inner
+            self.root = inner.root
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.inner, name)
+
+        def put_file(self, name: str, path, **kwargs):  # type: ignore[no-untyped-def]
+            if "/chunks/" in name:
+                uploads.append(name)
+            return self.inner.put_file(name, path, **kwargs)
+
+    result = Job(settings, sink=CountingSink(gcs_sink), chunk_bytes=1024).run()
+    assert result.exit_code == 0
+    assert len(uploads) > 32
+    rows = read_ndjson_gz(gcs_sink.get_bytes("2025-02-01_2025-02-01/parts/default/2025-02-01.ndjson.gz"))
+    ids = [r["conversion_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 4000
+    assert set(ids) == sim.expected_ids("default", dt.date(2025, 2, 1), dt.date(2025, 2, 1))
+    assert gcs_sink.list("2025-02-01_2025-02-01/chunks/") == []
