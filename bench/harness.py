@@ -1,0 +1,341 @@
+"""Running one client process under measurement, and the servers it talks to.
+
+`run_measured` spawns a process and returns what it cost: wall time (spawn to exit), its exact
+peak RSS and CPU seconds (from `os.wait4`, which reports the rusage of that one child), and the
+peak bytes in the folders it writes scratch or output to (polled every 20 ms).
+
+`GcsEmulatorProcess` runs gcp-storage-emulator in its own process (`python -m bench.gcs_emulator`),
+so its CPU and memory are never counted against the job.
+
+`ClientRun` is one run of either client against a `Simulator`, with the simulator's ledger
+entries attached: the request times come from the same system-wide monotonic clock the bench
+reads just before spawning, so "spawn -> first request" is a plain subtraction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+from app.simulator import LedgerEntry, Simulator
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "demo-secret"  # noqa: S105 - a made-up credential the simulator accepts
+"""The made-up API secret every bench simulator account uses."""
+POLL_SECONDS = 0.02
+
+
+def dir_bytes(paths: Sequence[Path]) -> int:
+    """Total size of the regular files under `paths` (files vanishing mid-walk are skipped)."""
+    total = 0
+    for root in paths:
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.stat(os.path.join(folder, name), follow_symlinks=False).st_size
+    return total
+
+
+@dataclass
+class ProcessRun:
+    """What one child process cost."""
+
+    argv: list[str]
+    code: int
+    spawned: float
+    """time.monotonic() just before the spawn."""
+    wall: float
+    """Seconds from spawn to exit."""
+    max_rss_bytes: int
+    """Peak resident set size of the child (ru_maxrss), bytes."""
+    cpu_seconds: float
+    """User + system CPU of the child."""
+    peak_disk_bytes: int
+    """Largest total size seen in the watched folders."""
+    stdout_path: Path
+    stderr_path: Path
+    timed_out: bool = False
+
+    def tail(self, chars: int = 2000) -> str:
+        """The end of the child's stderr and stdout, for failure messages."""
+        parts = []
+        for path in (self.stderr_path, self.stdout_path):
+            with contextlib.suppress(OSError):
+                parts.append(path.read_text(errors="replace")[-chars:])
+        return "\n".join(parts)
+
+
+def run_measured(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    workdir: Path,
+    watch: Sequence[Path] = (),
+    timeout: float = 900.0,
+) -> ProcessRun:
+    """Spawn `argv` in the repository root, wait for it, and measure it (see module doc)."""
+    stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
+    done = threading.Event()
+    reaped: dict[str, Any] = {}
+    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+        spawned = time.monotonic()
+        proc = subprocess.Popen(list(argv), cwd=REPO, env=dict(env), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err)
+
+        def reap() -> None:
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            reaped["ended"] = time.monotonic()
+            reaped["status"] = status
+            reaped["usage"] = usage
+            done.set()
+
+        reaper = threading.Thread(target=reap, name="bench-reaper", daemon=True)
+        reaper.start()
+        peak = 0
+        timed_out = False
+        while not done.wait(POLL_SECONDS):
+            if watch:
+                peak = max(peak, dir_bytes(watch))
+            if not timed_out and time.monotonic() - spawned > timeout:
+                timed_out = True
+                proc.kill()
+        reaper.join()
+    proc.returncode = os.waitstatus_to_exitcode(reaped["status"])  # reaped here, not by Popen
+    usage = reaped["usage"]
+    return ProcessRun(
+        argv=list(argv),
+        code=proc.returncode,
+        spawned=spawned,
+        wall=reaped["ended"] - spawned,
+        max_rss_bytes=int(usage.ru_maxrss) * 1024,  # Linux reports KiB
+        cpu_seconds=float(usage.ru_utime + usage.ru_stime),
+        peak_disk_bytes=peak,
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+        timed_out=timed_out,
+    )
+
+
+class GcsEmulatorProcess:
+    """gcp-storage-emulator in a child process, with one bucket; `.host`, `.bucket`, `.env()`."""
+
+    def __init__(self, bucket: str = "bench") -> None:
+        self.bucket = bucket
+        self.host = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GcsEmulatorProcess:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.gcs_emulator", self.bucket],
+                                cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        self._proc = proc
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode().strip()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"GCS emulator did not start: {line!r}")
+        self.host = f"http://127.0.0.1:{int(line.split()[1])}"
+        return self
+
+    def env(self) -> dict[str, str]:
+        """The variables that point the job at this emulator and bucket."""
+        return {"STORAGE_EMULATOR_HOST": self.host, "GCS_BUCKET": self.bucket}
+
+    def cpu_seconds(self) -> float:
+        """CPU the emulator process has used so far."""
+        if self._proc is None:
+            return 0.0
+        times = psutil.Process(self._proc.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def get(self, name: str) -> bytes | None:
+        """An object's bytes, or None when it is absent."""
+        url = (f"{self.host}/storage/v1/b/{self.bucket}/o/"
+               f"{urllib.parse.quote(name, safe='')}?alt=media")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - our emulator
+                data: bytes = response.read()
+                return data
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        self._proc = None
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> GcsEmulatorProcess:
+        return self.start() if self._proc is None else self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A fresh temporary folder, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def base_env(tmpdir: Path) -> dict[str, str]:
+    """A minimal environment for a client process: nothing of the bench's own settings leaks in."""
+    env = {"PATH": os.environ.get("PATH", ""), "TMPDIR": str(tmpdir), "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    if "HOME" in os.environ:
+        env["HOME"] = os.environ["HOME"]
+    return env
+
+
+@dataclass
+class ClientRun:
+    """One run of a client (ours or the seed baseline) against a simulator."""
+
+    client: str
+    proc: ProcessRun
+    entries: list[LedgerEntry]
+    records: int | None
+    """Records the client reports it stored (None when it could not be read)."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.proc.code == 0 and not self.proc.timed_out
+
+    @property
+    def requests(self) -> int:
+        return len(self.entries)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for entry in self.entries if entry.outcome == outcome)
+
+    @property
+    def first_request_after_spawn(self) -> float | None:
+        if not self.entries:
+            return None
+        return min(entry.started for entry in self.entries) - self.proc.spawned
+
+    @property
+    def request_span(self) -> float:
+        """First request's arrival to the last request's answer, seconds."""
+        if not self.entries:
+            return 0.0
+        return (max(entry.finished for entry in self.entries)
+                - min(entry.started for entry in self.entries))
+
+
+def ours_command() -> list[str]:
+    return [sys.executable, "-m", "app"]
+
+
+def seed_command() -> list[str]:
+    return [sys.executable, "-m", "bench.seed_baseline"]
+
+
+def client_env(sim: Simulator, start: str, end: str, tmpdir: Path,
+               settings: Mapping[str, str]) -> dict[str, str]:
+    """Environment for either client: the simulator, the range, and the scenario's settings."""
+    return {
+        **base_env(tmpdir),
+        "INVOLVE_ASIA_BASE_URL": sim.base_url,
+        "INVOLVE_ASIA_API_SECRET": SECRET,
+        "START_DATE": start,
+        "END_DATE": end,
+        "LOG_FORMAT": "json",
+        **settings,
+    }
+
+
+def run_ours(sim: Simulator, start: str, end: str, settings: Mapping[str, str], *,
+             workdir: Path, gcs: GcsEmulatorProcess | None = None,
+             argv: Sequence[str] | None = None, timeout: float = 900.0) -> ClientRun:
+    """`python -m app` against `sim`; output to `gcs` if given, else a local folder.
+
+    The job's scratch space is a fresh TMPDIR; peak disk counts it, plus the local output
+    folder when there is no GCS (then the output really is on the local disk).
+    """
+    tmpdir, output = workdir / "tmp", workdir / "output"
+    tmpdir.mkdir()
+    output.mkdir()
+    env = client_env(sim, start, end, tmpdir, {"OUTPUT_DIR": str(output), **settings})
+    if gcs is not None:
+        env.update(gcs.env())
+    watch = [tmpdir] if gcs is not None else [tmpdir, output]
+    skip = len(sim.ledger)
+    proc = run_measured(argv or ours_command(), env, workdir=workdir, watch=watch, timeout=timeout)
+    entries = sim.ledger.snapshot()[skip:]
+    summary_name = f"{start}_{end}/summary.json"
+    raw: bytes | None
+    if gcs is not None:
+        raw = gcs.get(f"{env.get('GCS_PREFIX', 'conversions')}/{summary_name}")
+    else:
+        path = output / summary_name
+        raw = path.read_bytes() if path.exists() else None
+    summary: dict[str, Any] = json.loads(raw) if raw else {}
+    records = summary.get("records")
+    return ClientRun("ours", proc, entries, int(records) if isinstance(records, int) else None,
+                     info={"summary_status": summary.get("status"),
+                           "retries": summary.get("retries"),
+                           "skipped_pages": len(summary.get("skipped_pages") or [])})
+
+
+def run_seed(sim: Simulator, start: str, end: str, settings: Mapping[str, str], *,
+             workdir: Path, timeout: float = 900.0) -> ClientRun:
+    """`python -m bench.seed_baseline` against `sim`; its one JSON file goes to a local folder."""
+    tmpdir, output = workdir / "tmp", workdir / "output"
+    tmpdir.mkdir()
+    output.mkdir()
+    env = client_env(sim, start, end, tmpdir, {"OUTPUT_DIR": str(output), **settings})
+    skip = len(sim.ledger)
+    proc = run_measured(seed_command(), env, workdir=workdir, watch=[tmpdir, output],
+                        timeout=timeout)
+    entries = sim.ledger.snapshot()[skip:]
+    report: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        lines = proc.stdout_path.read_text().strip().splitlines()
+        if lines:
+            report = json.loads(lines[-1])
+    records = report.get("total_records")
+    return ClientRun("seed", proc, entries, int(records) if isinstance(records, int) else None,
+                     info={"skipped_pages": len(report.get("skipped_pages") or [])})
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
