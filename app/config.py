@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from app.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.involve.asia/api"
-DEFAULT_FETCH_CONCURRENCY = 2
+DEFAULT_FETCH_CONCURRENCY = 4
 """Requests in flight per account; chosen by `python -m bench` (see README, Performance)."""
 
 

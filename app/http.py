@@ -225,6 +225,7 @@ class HttpClient:
         self._reaper = _Reaper(clock)
         self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
         self._closed = False
+        self._aborted = False
 
     def post_form(
         self, url: str, data: Mapping[str, str], headers: Mapping[str, str] | None = None
@@ -234,6 +235,8 @@ class HttpClient:
         Raises RequestTimeout when the deadline passes (at any stage), NetworkError for
         resets, refused connections, truncated or oversized bodies.
         """
+        if self._aborted:
+            raise RequestTimeout("request not sent: the client was aborted")
         start = self._clock()
         guard = _Guard(start + self.timeout, self._connections)
         self._reaper.watch(guard)
@@ -300,7 +303,8 @@ class HttpClient:
         return NetworkError(f"{type(exc).__name__}: {exc}")
 
     def abort_all(self) -> None:
-        """Shut down every request in flight now (used on SIGTERM)."""
+        """Shut down every request in flight now and refuse new ones (used on SIGTERM)."""
+        self._aborted = True
         self._reaper.fire_all()
 
     def close(self) -> None:

@@ -35,6 +35,9 @@ from app.retry import RetryPolicy
 from app.sinks import ObjectInfo, Sink
 from app.writer import UnitWriter
 
+PAGE_WINDOW_FACTOR = 4
+"""Pages handed out ahead per request slot (see pager.py: back-off waits hold no slot)."""
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -238,7 +241,9 @@ class Job:
                              backoff=settings.retry_backoff,
                              rate_limit_delay=settings.rate_limit_delay)
         held: list[tuple[Unit, UnitWriter, UnitOutput, UnitOutcome]] = []
-        with ThreadPoolExecutor(max_workers=settings.fetch_concurrency,
+        # Workers beyond FETCH_CONCURRENCY only wait (back-off or the in-flight cap); they let
+        # the pages behind a retrying page go ahead.
+        with ThreadPoolExecutor(max_workers=settings.fetch_concurrency * PAGE_WINDOW_FACTOR,
                                 thread_name_prefix=f"fetch-{account.name}") as pool:
             pager = Pager(client=client, policy=policy, state=self.state, account=account.name,
                           page_limit=settings.page_limit, concurrency=settings.fetch_concurrency,

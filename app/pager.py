@@ -1,9 +1,10 @@
 """Pagination of one (account, day) unit: every page, with retries, skips and live-data re-reads.
 
 `Pager.unit(day)` yields, in page order, each `Page` fetched or each `SkippedPage` given up on;
-the caller writes the records. Pages are requested up to `concurrency` at a time on the
-account's worker pool (the account's rate limiter sits underneath, in the client), and handed
-out in order so the output is deterministic.
+the caller writes the records. Pages are requested up to `concurrency` at a time (a page
+waiting out a retry back-off does not count) from a window of pages on the account's worker
+pool (the account's rate limiter sits underneath, in the client), and handed out in order so
+the output is deterministic.
 
 A page that fails all its attempts is recorded in the shared `RunState` and skipped; the run
 goes on. When more pages than `max_skipped_pages` are skipped, `RunState` raises its stop flag:
@@ -175,6 +176,10 @@ class Pager:
         self.page_limit = page_limit
         self.concurrency = max(1, concurrency)
         self._pool = pool
+        # Requests in flight are capped by the semaphore; the window of pages handed to the pool
+        # is wider, so a page waiting out its back-off does not hold a request slot.
+        self._inflight = threading.BoundedSemaphore(self.concurrency)
+        self.window = max(self.concurrency, getattr(pool, "_max_workers", self.concurrency))
         self._sleep = sleep
         self._clock = clock
         self.log: EventLog = log or _NullLog()
@@ -195,7 +200,12 @@ class Pager:
             attempt += 1
             started = self._clock()
             try:
-                result = self.client.fetch_page(day, day, page, self.page_limit)
+                with self._inflight:
+                    if self.state.stopped and attempt == 1:
+                        # never requested: not a skip, the unit is simply unfinished
+                        return self._give_up(day, page, 0, "interrupted",
+                                             "not requested: the run is stopping", record_skip=False)
+                    result = self.client.fetch_page(day, day, page, self.page_limit)
             except FatalFetchError:
                 raise
             except FetchError as exc:
@@ -210,13 +220,10 @@ class Pager:
                     self._sleep(wait)
                     if not self.state.stopped:
                         continue
-                skip = SkippedPage(self.account, day.isoformat(), page, attempt,
-                                   exc.error_class, str(exc))
                 self.log.error("page_skipped", **fields, attempts=attempt)
                 self._trouble("skip", fields)
-                if record_skip:
-                    self.state.add_skip(skip)
-                return skip
+                return self._give_up(day, page, attempt, exc.error_class, str(exc),
+                                     record_skip=record_skip)
             duration = self._clock() - started
             self.state.count_page()
             self.log.info("page_fetched", account=self.account, date=day.isoformat(), page=page,
@@ -226,16 +233,23 @@ class Pager:
                 self._on_page(self.account, day, result, duration)
             return result
 
+    def _give_up(self, day: dt.date, page: int, attempts: int, error_class: str, error: str,
+                 *, record_skip: bool) -> SkippedPage:
+        skip = SkippedPage(self.account, day.isoformat(), page, attempts, error_class, error)
+        if record_skip:
+            self.state.add_skip(skip)
+        return skip
+
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
         if self._on_trouble is not None:
             self._on_trouble(kind, fields)
 
-    # -- many pages, in order, `concurrency` at a time
+    # -- many pages, in order, a window of them on the pool, `concurrency` requests in flight
 
     def _fetch_in_order(self, day: dt.date, pages: Iterable[int], *, record_skip: bool = True
                         ) -> Iterator[Page | SkippedPage]:
         todo = iter(pages)
-        if self._pool is None or self.concurrency == 1:
+        if self._pool is None:
             for page in todo:
                 if self.state.stopped:
                     return
@@ -244,7 +258,7 @@ class Pager:
         window: collections.deque[Future[Page | SkippedPage]] = collections.deque()
         try:
             while True:
-                while len(window) < self.concurrency and not self.state.stopped:
+                while len(window) < self.window and not self.state.stopped:
                     number = next(todo, None)
                     if number is None:
                         break

@@ -112,7 +112,9 @@ def test_eleven_dead_pages_fail_the_run_with_exit_1(make_simulator, tmp_path: Pa
     assert run.code == 1, run.stderr[-2000:]
     summary = json.loads((tmp_path / RANGE / "summary.json").read_text())
     assert summary["status"] == "failed"
-    assert len(summary["skipped_pages"]) == 11
+    # the 11th skip stops the run; pages already handed out (a window of 4 per request slot)
+    # finish as skipped too, nothing new is asked
+    assert 11 <= len(summary["skipped_pages"]) <= 11 + 3
     assert not (tmp_path / RANGE / "conversions.ndjson.gz").exists()
     assert not any(e.start_date == DAYS[2].isoformat() for e in sim.ledger.snapshot()
                    if e.endpoint == "range")

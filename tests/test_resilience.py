@@ -196,7 +196,7 @@ def test_sigterm_exits_1_within_10_s_and_a_rerun_completes(make_simulator,
     sim = make_simulator(records_per_day=260, rate_limit_per_minute=None, latency=0.25,
                          hang_seconds=60.0)
     env = _env(sim, gcs_emulator, REQUEST_TIMEOUT="30", FETCH_CONCURRENCY="1")
-    proc = start_job(env)
+    proc = start_job(env, stdout=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while len(_done_days(bucket_sink)) < 2:
         assert proc.poll() is None and time.monotonic() < deadline
@@ -207,12 +207,14 @@ def test_sigterm_exits_1_within_10_s_and_a_rerun_completes(make_simulator,
     time.sleep(0.3)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=30)
     assert time.monotonic() - sent < 10
     assert proc.returncode == 1, err[-3000:]
     done = _done_days(bucket_sink)
     assert len(done) >= 2
-    summary = json.loads(bucket_sink.get_bytes(f"{RANGE}/summary.json"))
+    raw = bucket_sink.get_bytes(f"{RANGE}/summary.json")
+    assert raw is not None, out[-3000:]
+    summary = json.loads(raw)
     assert summary["status"] == "failed"
     assert summary["units"]["failed"] == 6 - len(done)
     sim.clear_faults()
