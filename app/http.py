@@ -99,20 +99,22 @@ _current_guard: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
 )
 
 
-class _GuardedHTTPConnection(HTTPConnection):
+class _GuardedConnectionMixin:
+    """Registers the connection with the deadline guard of the request being sent on it."""
+
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         guard = _current_guard.get()
         if guard is not None:
-            guard.attach(self)
-        super().request(method, url, *args, **kwargs)
+            guard.attach(self)  # type: ignore[arg-type]
+        super().request(method, url, *args, **kwargs)  # type: ignore[misc]
 
 
-class _GuardedHTTPSConnection(HTTPSConnection):
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
-        guard = _current_guard.get()
-        if guard is not None:
-            guard.attach(self)
-        super().request(method, url, *args, **kwargs)
+class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
 
 
 class _GuardedHTTPPool(HTTPConnectionPool):

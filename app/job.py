@@ -134,6 +134,7 @@ class Job:
         self._token_ttl = token_ttl
         self._started = clock()
         self._progress = {"units_total": 0, "units_done": 0}
+        self._watchdog: Watchdog | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -358,9 +359,8 @@ class Job:
     # ------------------------------------------------------------------ events
 
     def _on_page(self, account: str, day: dt.date, page: Page, duration: float) -> None:
-        watchdog = getattr(self, "_watchdog", None)
-        if watchdog is not None:
-            watchdog.progress()
+        if self._watchdog is not None:
+            self._watchdog.progress()
         if page.page % 10 == 0 or page.next_page is None:
             elapsed = max(self.clock() - self._started, 1e-6)
             pages_done = self.state.pages

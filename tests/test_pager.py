@@ -45,9 +45,7 @@ class Rig:
         for item in run:
             if isinstance(item, Page):
                 writer.write(item.records)
-        held = writer
-        self._open = held
-        return self._ids_of(held), run.outcome
+        return self._ids_of(writer), run.outcome
 
     def _ids_of(self, writer: UnitWriter) -> list[int]:
         writer.close()
@@ -171,7 +169,6 @@ def test_token_expiry_costs_no_page_attempt(make_simulator, rig_factory) -> None
     rig = rig_factory(sim)
     import time as _time
 
-    ids: list[int] = []
     writer = UnitWriter(account="default", scratch_dir=rig.scratch, on_chunk=rig.chunks.append)
     for item in rig.pager.unit(DAY):
         assert isinstance(item, Page)
@@ -223,7 +220,6 @@ def test_mixed_random_faults_over_several_days_every_record_exactly_once(
     sim = make_simulator(records_per_day=800, rate_limit_per_minute=None, fault_rate=0.05,
                          seed=11)
     rig = rig_factory(sim, concurrency=3, timeout=1.0)
-    faults_seen = 0
     for n in range(5):
         day = DAY + dt.timedelta(days=n)
         ids, outcome = rig.fetch_unit(day)
