@@ -22,12 +22,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 CHUNK_BYTES = 64 * 1024 * 1024
 """Uncompressed NDJSON bytes per chunk before it is handed off (about 100,000 typical records,
 6-10 MB once gzipped). Counted before compression because zlib holds output back internally,
 so the file's size lags behind what has been written."""
 
-GZIP_LEVEL = 6
+GZIP_LEVEL = 3
+"""zlib's fast strategy. Measured on a day of simulator records: level 3 compresses a page of
+100 records in ~200 µs to 9.9 % of its size, level 6 (gzip's default) in ~460 µs to 7.7 %. At
+level 6 compression was a fifth of the job's CPU; objects ~28 % bigger cost far less than
+that CPU, and bigger chunks do not change memory (chunks are cut by uncompressed size)."""
+
+_stdlib_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _encode(record: Mapping[str, Any]) -> bytes:
+    """One record as compact UTF-8 JSON.
+
+    orjson is ~10x faster than the standard library here (0.4 vs 4.3 µs for a typical record),
+    the largest single CPU cost of the write path. What orjson refuses (integers past 64 bits,
+    lone surrogates) goes through the standard library instead (ASCII escapes, so a lone
+    surrogate stays valid JSON), and no value is altered. A float NaN or infinity, which only a
+    non-standard API body could carry, is written as null: valid JSON, where the standard
+    library would write the invalid token NaN.
+    """
+    try:
+        return orjson.dumps(record)
+    except TypeError:  # orjson.JSONEncodeError
+        return _stdlib_encode(record).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -94,7 +118,7 @@ class UnitWriter:
     def write(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Append the records not seen before; return how many were new."""
         lines: list[bytes] = []
-        dumps = json.dumps
+        encode = _encode
         seen = self._seen
         for record in records:
             key = _id_key(record)
@@ -108,7 +132,7 @@ class UnitWriter:
                 break
             clean = record if "_account" not in record else {
                 k: v for k, v in record.items() if k != "_account"}
-            head = dumps(clean, ensure_ascii=False, separators=(",", ":"))[:-1].encode()
+            head = encode(clean)[:-1]
             lines.append(head + (b"," if len(head) > 1 else b"") + self._account_field)
         if not lines:
             return 0

@@ -138,3 +138,65 @@ def test_abort_all_ends_a_request_in_flight_at_once(sim: Simulator, client: Acco
         account.fetch_page(DAY, DAY, 1, 100)
     assert time.monotonic() - started < 2.0
     http.close()
+
+
+class _FixedPage:
+    """A one-route API on 127.0.0.1 that answers every conversions request with `body`."""
+
+    def __init__(self, body: bytes) -> None:
+        from http import server
+
+        page = body
+
+        class Handler(server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = (b'{"status":"success","message":"Success","data":{"token":"t"}}'
+                          if self.path.endswith("/authenticate") else page)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/api"
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (b"123456789012345678901234567890", 123456789012345678901234567890),  # past 64 bits
+        (b"-9223372036854775809", -9223372036854775809),  # just under int64
+        (b"18446744073709551615", 18446744073709551615),  # uint64 max: the fast parser's range
+        (b"739252000070099", 739252000070099),
+        (b'"\\ud800 lone"', "\ud800 lone"),  # the fast parser refuses a lone surrogate
+        (b"NaN", "nan"),  # not JSON, but Python's json reads it; the page is not lost for it
+    ],
+)
+def test_page_values_are_parsed_exactly(raw: bytes, value: object) -> None:
+    """Whichever parser reads a page, every value comes out as the API wrote it."""
+    body = (b'{"status":"success","message":"Success","data":{"page":1,"limit":100,"count":1,'
+            b'"nextPage":null,"data":[{"conversion_id":1,"amount":' + raw + b"}]}}")
+    with _FixedPage(body) as base_url, HttpClient(timeout=5) as http:
+        client = AccountClient(base_url=base_url, key="k", secret="s", http=http,
+                               limiter=RateLimiter(per_minute=100_000))
+        page = client.fetch_page(DAY, DAY, 1, 100)
+    amount = page.records[0]["amount"]
+    if value == "nan":
+        assert amount != amount  # noqa: PLR0124 - NaN is the one value unequal to itself
+    else:
+        assert amount == value
+        assert type(amount) is type(value)

@@ -452,10 +452,35 @@ def test_gcs_prefixes_keep_sinks_apart(gcs_emulator: GcsEmulator) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_gcs_parts_over_one_mib_go_up_in_chunks_and_stay_create_only(
+    proxied: tuple[FaultProxy, GCSSink], tmp_path: Path
+) -> None:
+    """A 2.5 MiB part is sent in 1 MiB chunks (never one request built in memory), and the
+    create-only precondition still holds: same bytes again are a no-op, other bytes refused."""
+    proxy, sink = proxied
+    data = os.urandom(5 * 512 * 1024 + 7)
+    path = tmp_path / "part.gz"
+    path.write_bytes(data)
+
+    info = sink.put_file("r/parts/acme/d.gz", path)
+
+    assert (info.size, info.crc32c) == (len(data), crc32c_bytes(data))
+    assert sink.get_bytes("r/parts/acme/d.gz") == data
+    uploads = [e for e in proxy.events if e.category == "upload"]
+    assert "uploadType=resumable" in uploads[0].path
+    assert len(uploads) == 4  # initiate, then three chunks of at most 1 MiB
+    assert sink.put_file("r/parts/acme/d.gz", path) == info
+    path.write_bytes(os.urandom(len(data)))
+    with pytest.raises(AlreadyExists):
+        sink.put_file("r/parts/acme/d.gz", path)
+    assert sink.get_bytes("r/parts/acme/d.gz") == data
+
+
+@pytest.mark.timeout(60)
 def test_gcs_large_upload_goes_resumable_and_survives_a_503(
     proxied: tuple[FaultProxy, GCSSink], tmp_path: Path
 ) -> None:
-    """A file above the 8 MiB multipart limit uploads in chunks, retried after a 503, intact."""
+    """A file of several chunks uploads in chunks, a refused chunk retried after a 503, intact."""
     proxy, sink = proxied
     data = os.urandom(9 * 1024 * 1024 + 123)
     path = tmp_path / "big.gz"

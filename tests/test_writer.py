@@ -87,3 +87,21 @@ def test_discard_leaves_no_file(tmp_path: Path) -> None:
     w.write([{"conversion_id": 1}])
     w.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_values_the_fast_encoder_refuses_are_written_unaltered(tmp_path: Path) -> None:
+    """Integers past 64 bits and lone surrogates take the standard library's path: same values."""
+    chunks: list[Chunk] = []
+    writer = UnitWriter(account="a", scratch_dir=tmp_path, on_chunk=chunks.append)
+    big = 123456789012345678901234567890
+    records = [
+        {"conversion_id": 1, "amount": big, "ratio": 0.1, "tiny": 5e-324, "neg": -(2**63)},
+        {"conversion_id": 2, "note": "bad \ud800 text", "emoji": "\U0001f600"},
+        {"conversion_id": 3, "nested": {"n": 2**64, "list": [1.5, None, True]}},
+    ]
+    writer.write(records)
+    writer.close()
+    raw = gzip.decompress(b"".join(c.path.read_bytes() for c in chunks))
+    raw.decode("utf-8")  # every line is valid UTF-8, the lone surrogate included (escaped)
+    assert _read(chunks) == [{**record, "_account": "a"} for record in records]
+    assert str(big).encode() in raw  # the integer's digits, not a float's
