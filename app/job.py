@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,9 @@ from app.writer import UnitWriter
 
 PAGE_WINDOW_FACTOR = 4
 """Pages handed out ahead per request slot (see pager.py: back-off waits hold no slot)."""
+UNIT_LANES = 2
+"""Units of one account in progress at once (see Job._main_pass); each holds a writer, so two
+open writers (and their id sets) at most per account."""
 
 
 @dataclass(frozen=True)
@@ -251,14 +254,8 @@ class Job:
                           pool=pool, sleep=self._sleep, clock=self.clock, log=log,
                           on_trouble=self._trouble, on_page=self._on_page)
             try:
-                for unit in units:
-                    if self.stop.is_set():
-                        self._add_report(UnitReport(account.name, unit.date, "missing"))
-                        continue
-                    log.info("unit_started", date=unit.date)
-                    writer, output = self._open_unit(unit, scratch)
-                    outcome = self._drain(pager.unit(unit.day), writer, log)
-                    self._after_main_pass(unit, writer, output, outcome=outcome, held=held, log=log)
+                self._main_pass(account, units, pager=pager, scratch=scratch, held=held, log=log)
+                held.sort(key=lambda entry: entry[0].date)
                 if held and not self.stop.is_set():
                     log.info("second_pass_started", pages=sum(len(o.skipped) for *_, o in held))
                 for unit, writer, output, first in held:
@@ -275,6 +272,42 @@ class Job:
                 log.error("run_failed", error_class=exc.error_class, error=str(exc))
                 self.state.request_stop("fatal")
                 raise
+
+    def _main_pass(self, account: Account, units: list[Unit], *, pager: Pager, scratch: Path,
+                   held: list[Any], log: Any) -> None:
+        """Every unit of the account once, in UNIT_LANES lanes: unit n+1 starts as soon as
+        unit n is down to its last round of requests, so n's last answers, a page of n waiting
+        out a back-off and n's upload overlap n+1's requests instead of idling the account."""
+        lanes: list[Future[None]] = []
+        with ThreadPoolExecutor(max_workers=UNIT_LANES,
+                                thread_name_prefix=f"unit-{account.name}") as pool:
+            previous: threading.Event | None = None
+            for unit in units:
+                if previous is not None:
+                    previous.wait()  # set by the lane, at the latest when it ends
+                if self.stop.is_set():
+                    self._add_report(UnitReport(account.name, unit.date, "missing"))
+                    continue
+                submitted = threading.Event()
+                lanes.append(pool.submit(self._main_pass_unit, unit, pager=pager,
+                                         scratch=scratch, held=held, log=log,
+                                         submitted=submitted))
+                previous = submitted
+        for lane in lanes:
+            lane.result()  # the first lane's fatal error, if any
+
+    def _main_pass_unit(self, unit: Unit, *, pager: Pager, scratch: Path, held: list[Any],
+                        log: Any, submitted: threading.Event) -> None:
+        try:
+            log.info("unit_started", date=unit.date)
+            writer, output = self._open_unit(unit, scratch)
+            outcome = self._drain(pager.unit(unit.day, on_tail=submitted.set), writer, log)
+            self._after_main_pass(unit, writer, output, outcome=outcome, held=held, log=log)
+        except FatalFetchError:
+            self.state.request_stop("fatal")  # no lane starts or requests anything more
+            raise
+        finally:
+            submitted.set()
 
     def _open_unit(self, unit: Unit, scratch: Path) -> tuple[UnitWriter, UnitOutput]:
         output = UnitOutput(sink=self.sink, layout=self.layout, account=unit.account.name,

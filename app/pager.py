@@ -1,10 +1,12 @@
 """Pagination of one (account, day) unit: every page, with retries, skips and live-data re-reads.
 
-`Pager.unit(day)` yields, in page order, each `Page` fetched or each `SkippedPage` given up on;
-the caller writes the records. Pages are requested up to `concurrency` at a time (a page
-waiting out a retry back-off does not count) from a window of pages on the account's worker
-pool (the account's rate limiter sits underneath, in the client), and handed out in order so
-the output is deterministic.
+`Pager.unit(day)` yields each `Page` fetched or each `SkippedPage` given up on; the caller
+writes the records. Page 1 comes first (it sizes the unit); the others come as they complete,
+not in page order, so a page waiting out a retry back-off holds up neither the pages behind it
+nor memory (a page is written as soon as it arrives). Pages are requested up to `concurrency`
+at a time (a page in back-off does not count) from a window of pages on the account's worker
+pool (the account's rate limiter sits underneath, in the client). Records within a part are
+therefore in arrival order; which records a part holds does not depend on it.
 
 A page that fails all its attempts is recorded in the shared `RunState` and skipped; the run
 goes on. When more pages than `max_skipped_pages` are skipped, `RunState` raises its stop flag:
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -244,48 +247,97 @@ class Pager:
         if self._on_trouble is not None:
             self._on_trouble(kind, fields)
 
-    # -- many pages, in order, a window of them on the pool, `concurrency` requests in flight
+    # -- many pages, a window of them on the pool, `concurrency` requests in flight
 
-    def _fetch_in_order(self, day: dt.date, pages: Iterable[int], *, record_skip: bool = True
-                        ) -> Iterator[Page | SkippedPage]:
-        todo = iter(pages)
+    def _fetch_window(self, day: dt.date, pages: Sequence[int], *, record_skip: bool = True,
+                      on_tail: Callable[[], None] | None = None
+                      ) -> Iterator[Page | SkippedPage]:
+        """Fetch `pages`, yielding each result as it completes.
+
+        `on_tail` is called once at most `concurrency` pages remain to be handed to the pool:
+        the unit's last round of requests. The caller may start the next unit beside it, whose
+        first page (it sizes the unit) is then answered by the time this unit's last pages are.
+        """
         if self._pool is None:
-            for page in todo:
-                if self.state.stopped:
-                    return
-                yield self.fetch(day, page, record_skip=record_skip)
+            yield from self._fetch_serial(day, pages, record_skip=record_skip,
+                                          on_tail=on_tail)
             return
-        window: collections.deque[Future[Page | SkippedPage]] = collections.deque()
+        pool = self._pool
+        todo = iter(pages)
+        unsent = len(pages)
+        done: queue.SimpleQueue[Future[Page | SkippedPage]] = queue.SimpleQueue()
+        outstanding: set[Future[Page | SkippedPage]] = set()
+        exhausted = False
         try:
             while True:
-                while len(window) < self.window and not self.state.stopped:
+                while not exhausted and len(outstanding) < self.window \
+                        and not self.state.stopped:
                     number = next(todo, None)
                     if number is None:
+                        exhausted = True
+                        if on_tail is not None:
+                            on_tail()
                         break
-                    window.append(self._pool.submit(self.fetch, day, number,
-                                                    record_skip=record_skip))
-                if not window:
+                    future = pool.submit(self.fetch, day, number, record_skip=record_skip)
+                    outstanding.add(future)
+                    future.add_done_callback(done.put)
+                    unsent -= 1
+                    if unsent <= self.concurrency and on_tail is not None:
+                        on_tail()
+                if not outstanding:
                     return
-                yield window.popleft().result()
+                future = done.get()
+                outstanding.discard(future)
+                yield future.result()
         finally:
-            for future in window:
+            for future in outstanding:
                 future.cancel()
-            for future in window:
+            for future in outstanding:
                 if not future.cancelled():
                     future.exception()  # wait: no request of this unit outlives it
 
+    def _fetch_serial(self, day: dt.date, pages: Sequence[int], *, record_skip: bool,
+                      on_tail: Callable[[], None] | None) -> Iterator[Page | SkippedPage]:
+        """Without a pool (the seed facade): one page after another, in this thread."""
+        for page in pages:
+            if self.state.stopped:
+                return
+            yield self.fetch(day, page, record_skip=record_skip)
+        if on_tail is not None:
+            on_tail()
+
     # -- a whole unit
 
-    def unit(self, day: dt.date) -> UnitRun:
-        return UnitRun(self._unit(day))
+    def unit(self, day: dt.date, *, on_tail: Callable[[], None] | None = None) -> UnitRun:
+        """The unit's main pass. `on_tail` is called once, when the unit is down to its last
+        round of requests (or ended before that); a re-read may still request more pages."""
+        return UnitRun(self._unit(day, on_tail=on_tail))
 
-    def _unit(self, day: dt.date) -> Generator[Page | SkippedPage, None, UnitOutcome]:
+    def _unit(self, day: dt.date, *, on_tail: Callable[[], None] | None = None
+              ) -> Generator[Page | SkippedPage, None, UnitOutcome]:
         outcome = UnitOutcome()
+        signalled = False
+
+        def submitted() -> None:
+            nonlocal signalled
+            if not signalled and on_tail is not None:
+                signalled = True
+                on_tail()
+
+        try:
+            return (yield from self._rounds(day, outcome, submitted))
+        finally:
+            submitted()
+
+    def _rounds(self, day: dt.date, outcome: UnitOutcome,
+                on_tail: Callable[[], None] | None
+                ) -> Generator[Page | SkippedPage, None, UnitOutcome]:
         for round_no in range(MAX_REREADS + 1):
             if self.state.stopped:
                 outcome.interrupted = True
                 return outcome
-            skipped, pages, stable, interrupted = yield from self._read_once(day)
+            skipped, pages, stable, interrupted = yield from self._read_once(
+                day, on_tail if round_no == 0 else None)
             outcome.pages += pages
             outcome.skipped = skipped
             if interrupted:
@@ -302,8 +354,8 @@ class Pager:
                 self.state.rereads += 1
         return outcome
 
-    def _read_once(self, day: dt.date) -> Generator[Page | SkippedPage, None,
-                                                    tuple[list[int], int, bool, bool]]:
+    def _read_once(self, day: dt.date, on_tail: Callable[[], None] | None = None
+                   ) -> Generator[Page | SkippedPage, None, tuple[list[int], int, bool, bool]]:
         """Read every page once. Returns (skipped page numbers, pages read, count stable, stopped)."""
         first = self.fetch(day, 1)
         yield first
@@ -315,7 +367,7 @@ class Pager:
         last = first.pages if first.next_page is not None else 1
         skipped: list[int] = []
         read = 1
-        for result in self._fetch_in_order(day, range(2, last + 1)):
+        for result in self._fetch_window(day, range(2, last + 1), on_tail=on_tail):
             yield result
             if isinstance(result, SkippedPage):
                 skipped.append(result.page)
@@ -326,8 +378,6 @@ class Pager:
                     self.log.warning("count_changed", account=self.account, date=day.isoformat(),
                                      old_count=count, new_count=result.count, page=result.page)
                 stable = False
-            if result.next_page is None and result.page >= first.pages:
-                break
         interrupted = self.state.stopped and read + len(skipped) < last
         if not interrupted and stable and last < first.pages:
             stable = False
@@ -345,10 +395,10 @@ class Pager:
         date = day.isoformat()
         if 1 in pages:
             self.state.remove_skip(self.account, date, 1)
-            outcome: UnitOutcome = yield from self._unit(day)
+            outcome: UnitOutcome = yield from self._rounds(day, UnitOutcome(), None)
             return outcome
         outcome = UnitOutcome()
-        for result in self._fetch_in_order(day, pages, record_skip=False):
+        for result in self._fetch_window(day, pages, record_skip=False):
             yield result
             if isinstance(result, SkippedPage):
                 outcome.skipped.append(result.page)

@@ -161,10 +161,10 @@ class UnitWriter:
 
     def close(self) -> None:
         """Hand off the last chunk (an empty unit still produces one, empty, gzip member)."""
+        self._seen = set()  # before the last chunk's upload: the next unit may be starting
         if self._gz is None and self.chunks == 0:
             self._open()
         self._finish_chunk()
-        self._seen = set()
 
     def discard(self) -> None:
         """Drop the open chunk without handing it off (the unit will be fetched again)."""

@@ -73,6 +73,26 @@ def test_a_page_that_recovers_in_the_second_pass_leaves_nothing_skipped(make_sim
 
 
 @pytest.mark.timeout(120)
+def test_the_next_day_is_fetched_while_a_page_waits_out_its_back_off(make_simulator,
+                                                                     tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The last page of day 1 fails once and waits 1.5 s before its retry: day 2 is fetched
+    in that wait (not after it), and every record still lands exactly once."""
+    sim = make_simulator(records_per_day=300, rate_limit_per_minute=None)
+    sim.add_fault(Fault(kind="http_503", date=DAYS[0].isoformat(), page=3, attempts={1}))
+    run = run_job(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
+                          RETRY_BACKOFF="1.5", FETCH_CONCURRENCY="1"))
+    assert run.code == 0, run.stderr[-2000:]
+    pages = [e for e in sim.ledger.snapshot() if e.endpoint == "range"]
+    failed, retried = [e for e in pages if (e.start_date, e.page) == (DAYS[0].isoformat(), 3)]
+    assert failed.outcome == "http_503" and retried.outcome == "ok"
+    in_the_wait = [e for e in pages if failed.finished < e.started < retried.started]
+    assert {e.start_date for e in in_the_wait} >= {DAYS[1].isoformat()}
+    assert all(e.outcome == "ok" for e in in_the_wait)
+    rows = read_ndjson_gz((tmp_path / RANGE / "conversions.ndjson.gz").read_bytes())
+    assert len(rows) == 900 and {r["conversion_id"] for r in rows} == _expected(sim)
+
+
+@pytest.mark.timeout(120)
 def test_a_dead_page_is_listed_and_exits_3_then_a_rerun_completes(make_simulator,
                                                                    tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A page dead for the whole run: summary `partial` naming it, exit 3; once the API heals, a
