@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -20,6 +21,28 @@ from app.summary import EXIT_CONFIG, EXIT_RETRY
 
 SIGTERM_GRACE = 9.0
 """After SIGTERM the job stops itself; if it has not exited after this long, exit 1 regardless."""
+
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_malloc_arenas(env: Mapping[str, str]) -> bool:
+    """Cap glibc's malloc arenas, as MALLOC_ARENA_MAX=2 would, unless that variable is set.
+
+    glibc gives threads that allocate at once their own arenas (up to 8 per core), and a freed
+    page body in one arena is not reused by another. With the job's ~20 threads each parsing
+    45 KB bodies, peak RSS of a 1 M-record run grew by ~13 MB over a 10 k-record run's with the
+    default, and stayed flat with 2 arenas at the same CPU (bench `volume`). Done here so it
+    holds however the job is started. Returns whether the cap was applied (glibc only).
+    """
+    if "MALLOC_ARENA_MAX" in env or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
 
 
 def _setup_logging(settings: Settings | None, env: Mapping[str, str]) -> None:
@@ -98,6 +121,7 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environ = dict(os.environ if env is None else env)
+    limit_malloc_arenas(environ)  # before any thread starts
     args = parse_args(argv)
     if args.demo:
         from app.demo import run_demo

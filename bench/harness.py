@@ -1,8 +1,9 @@
 """Running one client process under measurement, and the servers it talks to.
 
 `run_measured` spawns a process and returns what it cost: wall time (spawn to exit), its exact
-peak RSS and CPU seconds (from `os.wait4`, which reports the rusage of that one child), and the
-peak bytes in the folders it writes scratch or output to (polled every 20 ms).
+peak RSS and CPU seconds (from `os.wait4` in `bench.launch`, a small launcher, which reports the
+rusage of that one child, see there why not directly from here), and the peak bytes in the
+folders it writes scratch or output to (polled every 20 ms).
 
 `GcsEmulatorProcess` runs gcp-storage-emulator in its own process (`python -m bench.gcs_emulator`),
 so its CPU and memory are never counted against the job.
@@ -21,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -91,40 +91,40 @@ def run_measured(
 ) -> ProcessRun:
     """Spawn `argv` in the repository root, wait for it, and measure it (see module doc)."""
     stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
-    done = threading.Event()
-    reaped: dict[str, Any] = {}
+    usage_path = workdir / "rusage.json"
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         spawned = time.monotonic()
-        proc = subprocess.Popen(list(argv), cwd=REPO, env=dict(env), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err)
-
-        def reap() -> None:
-            _pid, status, usage = os.wait4(proc.pid, 0)
-            reaped["ended"] = time.monotonic()
-            reaped["status"] = status
-            reaped["usage"] = usage
-            done.set()
-
-        reaper = threading.Thread(target=reap, name="bench-reaper", daemon=True)
-        reaper.start()
+        # Through bench.launch: measured directly, the child's peak RSS would include ours.
+        proc = subprocess.Popen([sys.executable, "-m", "bench.launch", str(usage_path), *argv],
+                                cwd=REPO, env=dict(env), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, start_new_session=True)
         peak = 0
         timed_out = False
-        while not done.wait(POLL_SECONDS):
+        while True:
+            try:
+                proc.wait(timeout=POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                pass
             if watch:
                 peak = max(peak, dir_bytes(watch))
             if not timed_out and time.monotonic() - spawned > timeout:
                 timed_out = True
-                proc.kill()
-        reaper.join()
-    proc.returncode = os.waitstatus_to_exitcode(reaped["status"])  # reaped here, not by Popen
-    usage = reaped["usage"]
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)  # the launcher and the client it runs
+    try:
+        usage = json.loads(usage_path.read_text())
+    except (OSError, ValueError):  # killed before it could write
+        usage = {"code": proc.returncode, "max_rss_bytes": 0, "cpu_seconds": 0.0,
+                 "started": spawned, "ended": time.monotonic()}
+    proc.returncode = int(usage["code"])
     return ProcessRun(
         argv=list(argv),
         code=proc.returncode,
-        spawned=spawned,
-        wall=reaped["ended"] - spawned,
-        max_rss_bytes=int(usage.ru_maxrss) * 1024,  # Linux reports KiB
-        cpu_seconds=float(usage.ru_utime + usage.ru_stime),
+        spawned=float(usage["started"]),
+        wall=float(usage["ended"]) - float(usage["started"]),
+        max_rss_bytes=int(usage["max_rss_bytes"]),
+        cpu_seconds=float(usage["cpu_seconds"]),
         peak_disk_bytes=peak,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
