@@ -303,6 +303,15 @@ def render_message(event: str, fields: Mapping[str, Any], language: Language) ->
     template = _pick(pair, language)
     values = {**fields, **_derived(fields, language)}
     try:
+        # str.format in C: several times faster than string.Formatter, and a page event is
+        # logged for every page. Any field missing or ill-fitting goes the lenient way.
+        return template.format_map(values)
+    except (KeyError, IndexError, AttributeError, ValueError, TypeError):
+        return _render_leniently(template, values)
+
+
+def _render_leniently(template: str, values: Mapping[str, Any]) -> str:
+    try:
         return _FORMATTER.vformat(template, (), values)
     except Exception:  # a broken value must not break a log call
         return template

@@ -318,16 +318,16 @@ class Pager:
         outcome = UnitOutcome()
         signalled = False
 
-        def submitted() -> None:
+        def tail_once() -> None:
             nonlocal signalled
             if not signalled and on_tail is not None:
                 signalled = True
                 on_tail()
 
         try:
-            return (yield from self._rounds(day, outcome, submitted))
+            return (yield from self._rounds(day, outcome, tail_once))
         finally:
-            submitted()
+            tail_once()
 
     def _rounds(self, day: dt.date, outcome: UnitOutcome,
                 on_tail: Callable[[], None] | None

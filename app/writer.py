@@ -38,20 +38,17 @@ that CPU, and bigger chunks do not change memory (chunks are cut by uncompressed
 _stdlib_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _encode(record: Mapping[str, Any]) -> bytes:
-    """One record as compact UTF-8 JSON.
+def _encode_exotic(record: Mapping[str, Any]) -> bytes:
+    """A record orjson refused, as compact JSON from the standard library.
 
-    orjson is ~10x faster than the standard library here (0.4 vs 4.3 µs for a typical record),
-    the largest single CPU cost of the write path. What orjson refuses (integers past 64 bits,
-    lone surrogates) goes through the standard library instead (ASCII escapes, so a lone
-    surrogate stays valid JSON), and no value is altered. A float NaN or infinity, which only a
-    non-standard API body could carry, is written as null: valid JSON, where the standard
-    library would write the invalid token NaN.
+    Records are encoded with orjson, ~10x faster than the standard library (0.4 vs 4.3 µs for a
+    typical record), once the largest CPU cost of the write path. What orjson refuses (integers
+    past 64 bits, lone surrogates) comes here, ASCII-escaped so that a lone surrogate stays
+    valid JSON; no value is altered. A float NaN or infinity, which only a non-standard API
+    body could carry, is written by orjson as null: valid JSON, where the standard library
+    would write the invalid token NaN.
     """
-    try:
-        return orjson.dumps(record)
-    except TypeError:  # orjson.JSONEncodeError
-        return _stdlib_encode(record).encode("ascii")
+    return _stdlib_encode(record).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -64,8 +61,9 @@ class Chunk:
     size: int
 
 
-def _id_key(record: Mapping[str, Any]) -> int | str | None:
-    value = record.get("conversion_id")
+def _id_key(value: Any) -> int | str | None:
+    """The dedupe key of a `conversion_id` that is not a plain int (the fast path's case):
+    digit strings count as their number, anything else as its text."""
     if value is None:
         return None
     if isinstance(value, int):
@@ -99,7 +97,8 @@ class UnitWriter:
         self._path: Path | None = None
         self._chunk_records = 0
         self._chunk_raw = 0
-        self._account_field = f'"_account":{json.dumps(account, ensure_ascii=False)}}}\n'.encode()
+        self._comma_account_field = (
+            f',"_account":{json.dumps(account, ensure_ascii=False)}}}\n'.encode())
         self.capped = False
 
     def _open(self) -> gzip.GzipFile:
@@ -117,23 +116,35 @@ class UnitWriter:
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Append the records not seen before; return how many were new."""
+        # The per-record loop is the job's hottest Python code: names are bound locally and
+        # the common case (an int id, a record orjson takes) makes no function call of ours.
         lines: list[bytes] = []
-        encode = _encode
+        append = lines.append
+        dumps = orjson.dumps
         seen = self._seen
+        take = self._take_record
+        with_account = self._comma_account_field
+        duplicates = 0
         for record in records:
-            key = _id_key(record)
+            key = record.get("conversion_id")
+            if type(key) is not int:
+                key = _id_key(key)
             if key is not None:
                 if key in seen:
-                    self.duplicates += 1
+                    duplicates += 1
                     continue
                 seen.add(key)
-            if self._take_record is not None and not self._take_record():
+            if take is not None and not take():
                 self.capped = True
                 break
             clean = record if "_account" not in record else {
                 k: v for k, v in record.items() if k != "_account"}
-            head = encode(clean)[:-1]
-            lines.append(head + (b"," if len(head) > 1 else b"") + self._account_field)
+            try:
+                head = dumps(clean)
+            except TypeError:  # orjson.JSONEncodeError
+                head = _encode_exotic(clean)
+            append(head[:-1] + with_account if len(head) > 2 else b"{" + with_account[1:])
+        self.duplicates += duplicates
         if not lines:
             return 0
         gz = self._open()

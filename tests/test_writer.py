@@ -105,3 +105,15 @@ def test_values_the_fast_encoder_refuses_are_written_unaltered(tmp_path: Path) -
     raw.decode("utf-8")  # every line is valid UTF-8, the lone surrogate included (escaped)
     assert _read(chunks) == [{**record, "_account": "a"} for record in records]
     assert str(big).encode() in raw  # the integer's digits, not a float's
+
+
+def test_records_without_an_id_are_all_kept_and_an_empty_one_stays_valid(tmp_path: Path) -> None:
+    """No conversion_id: nothing to dedupe by, every such record is written; `{}` too."""
+    chunks: list[Chunk] = []
+    writer = UnitWriter(account="a", scratch_dir=tmp_path, on_chunk=chunks.append)
+    assert writer.write([{}, {"x": 1}, {"x": 1}, {"conversion_id": "0042"},
+                         {"conversion_id": 42}]) == 4
+    writer.close()
+    assert _read(chunks) == [{"_account": "a"}, {"x": 1, "_account": "a"},
+                             {"x": 1, "_account": "a"}, {"conversion_id": "0042", "_account": "a"}]
+    assert writer.duplicates == 1
