@@ -200,3 +200,19 @@ def test_page_values_are_parsed_exactly(raw: bytes, value: object) -> None:
     else:
         assert amount == value
         assert type(amount) is type(value)
+
+
+@pytest.mark.timeout(30)
+def test_a_page_holding_a_non_object_record_is_a_bad_page() -> None:
+    """`data` must be a list of objects: a number among the records makes the page a retryable
+    json_decode error, not a record."""
+    from app.errors import BadJSON
+
+    body = (b'{"status":"success","message":"Success","data":{"page":1,"limit":100,"count":2,'
+            b'"nextPage":null,"data":[{"conversion_id":1},7]}}')
+    with _FixedPage(body) as base_url, HttpClient(timeout=5) as http:
+        client = AccountClient(base_url=base_url, key="k", secret="s", http=http,
+                               limiter=RateLimiter(per_minute=100_000))
+        with pytest.raises(BadJSON, match="not an object") as caught:
+            client.fetch_page(DAY, DAY, 1, 100)
+    assert caught.value.error_class == "json_decode"
