@@ -32,7 +32,7 @@ from app.output import Layout, UnitOutput, count_lines, put_json, read_json
 from app.pager import Pager, RunState, UnitOutcome
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
-from app.sinks import ObjectInfo, Sink
+from app.sinks import ObjectInfo, Sink, is_compose_scratch
 from app.writer import UnitWriter
 
 PAGE_WINDOW_FACTOR = 4
@@ -536,12 +536,26 @@ class Job:
             generation = existing.generation  # an earlier partial result: replace that version
         info = self.sink.compose(self.layout.result, sources, if_generation_match=generation)
         self.log.info("result_composed", object=info.uri, bytes=info.size, parts=len(sources))
-        for leftover in self.sink.list(self.layout.chunks_prefix):
-            try:
-                self.sink.delete(leftover.name)
-            except StorageError:
-                break
+        self._sweep_leftovers()
         return info
+
+    def _sweep_leftovers(self) -> None:
+        """After the result: delete what killed attempts left behind, i.e. the chunks of units
+        never finished and the intermediate objects of composes cut short. Nothing else of the
+        range is being written now (this is the last task), and each is garbage that costs
+        storage (a compose's intermediates are copies of the data). Best effort."""
+        prefix = f"{self.layout.range_name}/"
+        chunks = self.layout.chunks_prefix
+        try:
+            leftovers = [o.name for o in self.sink.list(prefix)
+                         if o.name.startswith(chunks) or is_compose_scratch(o.name)]
+            for name in leftovers:
+                self.sink.delete(name)
+        except StorageError as exc:
+            self.log.warning("cleanup_failed", error=str(exc))
+            return
+        if leftovers:
+            self.log.info("leftovers_deleted", objects=len(leftovers))
 
     def _write_run_summary(self, status: str, tasks: list[dict[str, Any]],
                            result: ObjectInfo | None) -> dict[str, Any]:

@@ -106,6 +106,14 @@ CATALOG: dict[str, tuple[str, str]] = {
         "🧩 已将{parts}个分片合并为 {object}（{bytes_human}）",
         "🧩 Composed {parts} parts into {object} ({bytes_human})",
     ),
+    "leftovers_deleted": (
+        "🧹 已删除此前中断的运行留下的{objects}个临时对象",
+        "🧹 Deleted {objects} temporary objects left by interrupted runs",
+    ),
+    "cleanup_failed": (
+        "⚠️ 清理临时对象失败（结果不受影响）：{error}",
+        "⚠️ Could not delete temporary objects (the result is not affected): {error}",
+    ),
     "summary_written": (
         "📝 运行摘要已写入 {object}（{status_label}）",
         "📝 Run summary written to {object} ({status_label})",

@@ -49,6 +49,16 @@ from app.errors import AlreadyExists, StorageCredentialsError, StorageError, tru
 COMPOSE_MAX_SOURCES = 32
 """GCS compose accepts at most this many sources per call; more are composed in rounds."""
 
+COMPOSE_SCRATCH = "_compose"
+"""Composing more than COMPOSE_MAX_SOURCES sources writes intermediate objects under
+`{directory of the target}/_compose/{random}/`, deleted when the compose ends. A process
+killed during a compose leaves them: `is_compose_scratch` names them for a later sweep."""
+
+
+def is_compose_scratch(name: str) -> bool:
+    """Whether `name` is an intermediate object of some compose (see COMPOSE_SCRATCH)."""
+    return f"/{COMPOSE_SCRATCH}/" in f"/{name}"
+
 UPLOAD_CHUNK_SIZE = 1024 * 1024
 """Files above this size go up as resumable uploads in chunks of this size (a multiple of
 256 KiB, as GCS requires). Smaller files go in one multipart request, which the client builds
@@ -741,7 +751,7 @@ class GCSSink:
         for source in sources:
             self._key(source)
         directory = posixpath.dirname(name)
-        scratch = posixpath.join(directory, "_compose", uuid.uuid4().hex)
+        scratch = posixpath.join(directory, COMPOSE_SCRATCH, uuid.uuid4().hex)
         known: dict[str, ObjectInfo] = {}
         temps: builtins.list[str] = []
         try:

@@ -188,3 +188,33 @@ def test_a_big_day_goes_up_in_bounded_chunks_and_is_composed(make_simulator, gcs
     assert len(ids) == len(set(ids)) == 4000
     assert set(ids) == sim.expected_ids("default", dt.date(2025, 2, 1), dt.date(2025, 2, 1))
     assert gcs_sink.list("2025-02-01_2025-02-01/chunks/") == []
+
+
+@pytest.mark.timeout(120)
+def test_leftovers_of_killed_attempts_are_deleted_once_the_result_is_written(
+        make_simulator, gcs_sink) -> None:  # type: ignore[no-untyped-def]
+    """A compose cut short leaves intermediate objects (copies of the data), an unfinished big
+    unit leaves chunks: both go once the result is composed; nothing else of the range does."""
+    from app.config import load_settings
+    from app.job import Job
+
+    sim = make_simulator(records_per_day=150, rate_limit_per_minute=None)
+    day_range = "2025-02-01_2025-02-02"
+    leftovers = [f"{day_range}/_compose/0f1e/0-00000",
+                 f"{day_range}/parts/default/_compose/9a8b/1-00003",
+                 f"{day_range}/chunks/default/2025-02-01/run7-00002.ndjson.gz"]
+    for name in leftovers:
+        gcs_sink.put_bytes(name, b"stale", content_type="application/octet-stream")
+    gcs_sink.put_bytes(f"{day_range}/notes/_compose.txt", b"an operator's file")
+    settings = load_settings(job_env(sim.base_url, "2025-02-01", "2025-02-02",
+                                     GCS_BUCKET="unused"))
+
+    result = Job(settings, sink=gcs_sink).run()
+
+    assert result.exit_code == 0
+    names = {o.name for o in gcs_sink.list(f"{day_range}/")}
+    assert not names & set(leftovers)
+    assert f"{day_range}/notes/_compose.txt" in names
+    assert f"{day_range}/conversions.ndjson.gz" in names
+    rows = read_ndjson_gz(gcs_sink.get_bytes(f"{day_range}/conversions.ndjson.gz"))
+    assert len(rows) == 300
