@@ -285,6 +285,8 @@ class Job:
             for unit in units:
                 if previous is not None:
                     previous.wait()  # set by the lane, at the latest when it ends
+                if any(lane.done() and lane.exception() is not None for lane in lanes):
+                    break  # a unit failed (storage, say): start no more; raised below
                 if self.stop.is_set():
                     self._add_report(UnitReport(account.name, unit.date, "missing"))
                     continue

@@ -203,6 +203,20 @@ def test_a_permanent_storage_failure_exits_1_with_a_clear_message(sim: Simulator
 
 
 @pytest.mark.timeout(120)
+def test_uploads_failing_mid_run_stop_the_account_after_at_most_one_more_day(
+        sim: Simulator, gcs_emulator: GcsEmulator) -> None:
+    """Storage lists and reads fine but refuses every upload: the first day's part fails, the
+    account starts no new day (the day already overlapping may finish), exit 1."""
+    with FaultProxy(gcs_emulator.host, [Rule("403", on="upload")]) as proxy:
+        run = run_job(_env(sim, gcs_emulator, STORAGE_EMULATOR_HOST=proxy.url))
+    assert run.code == 1
+    errors = [e for e in run.events() if e["severity"] == "ERROR"]
+    assert errors and errors[-1]["error_class"] == "storage"
+    fetched = {e.start_date for e in sim.ledger.snapshot() if e.endpoint == "range"}
+    assert 1 <= len(fetched) <= 3, sorted(fetched)
+
+
+@pytest.mark.timeout(120)
 def test_sigterm_exits_1_within_10_s_and_a_rerun_completes(make_simulator,
                                                            gcs_emulator: GcsEmulator,
                                                            bucket_sink: Any) -> None:  # type: ignore[no-untyped-def]
