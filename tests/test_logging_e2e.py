@@ -59,6 +59,9 @@ def test_no_secret_or_token_ever_reaches_the_output(make_simulator, tmp_path: Pa
                          records_per_day=600, rate_limit_per_minute=None, token_ttl=0.4,
                          latency=0.02)
     sim.add_fault(Fault(kind="token_revoked", date=START, page=3, attempts={1}))
+    # A second revocation: at least three tokens however fast the run (expiry alone, at
+    # 0.4 s, depends on the run being slow enough).
+    sim.add_fault(Fault(kind="token_revoked", date=END, page=5, attempts={1}))
     sim.add_fault(Fault(kind="http_500", date=END, page=2, attempts={1, 2}))
     sim.add_fault(Fault(kind="malformed_json", date=END, page=4, attempts={1}))
     env = job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
