@@ -646,29 +646,16 @@ class GCSSink:
             size = path.stat().st_size
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {_describe(exc)}") from exc
-        blob = self._bucket.blob(key, chunk_size=UPLOAD_CHUNK_SIZE)
         try:
-            with path.open("rb") as stream:
-                blob.upload_from_file(
-                    stream,
-                    # No size: the client then always uploads in chunks. Given a size it
-                    # sends anything up to 8 MiB in one request built in memory.
-                    size=size if size <= UPLOAD_CHUNK_SIZE else None,
-                    content_type=content_type,
-                    if_generation_match=if_generation_match,
-                    timeout=self._timeout,
-                    retry=self._write_retry,
-                    checksum="crc32c",
-                    crc32c_checksum_value=crc,
-                )
-        except self._precondition_failed:
-            return self._existing_or_raise(name, crc, size)
-        except self._data_corruption as exc:
-            self._delete_if_not(name, crc)
-            raise self._fail("upload (checksum mismatch)", name, exc) from exc
-        except self._errors as exc:
+            stream = path.open("rb")
+        except OSError as exc:
             raise self._fail("upload", name, exc) from exc
-        return self._verified(name, blob, crc, size)
+        with stream:
+            # No size above one chunk: the client then uploads in chunks. Given a size it sends
+            # anything up to 8 MiB in one request built in memory.
+            return self._upload(name, key, stream, crc, size,
+                                declared_size=size if size <= UPLOAD_CHUNK_SIZE else None,
+                                content_type=content_type, if_generation_match=if_generation_match)
 
     def put_bytes(
         self,
@@ -679,12 +666,19 @@ class GCSSink:
         if_generation_match: int | None = 0,
     ) -> ObjectInfo:
         key = self._key(name)
-        crc = crc32c_bytes(data)
+        return self._upload(name, key, io.BytesIO(data), crc32c_bytes(data), len(data),
+                            declared_size=len(data), content_type=content_type,
+                            if_generation_match=if_generation_match)
+
+    def _upload(self, name: str, key: str, stream: BinaryIO, crc: str, size: int, *,
+                declared_size: int | None, content_type: str,
+                if_generation_match: int | None) -> ObjectInfo:
+        """Upload `stream` (`size` bytes, crc32c `crc`) as `name`, checked end to end."""
         blob = self._bucket.blob(key, chunk_size=UPLOAD_CHUNK_SIZE)
         try:
             blob.upload_from_file(
-                io.BytesIO(data),
-                size=len(data),
+                stream,
+                size=declared_size,
                 content_type=content_type,
                 if_generation_match=if_generation_match,
                 timeout=self._timeout,
@@ -693,13 +687,13 @@ class GCSSink:
                 crc32c_checksum_value=crc,
             )
         except self._precondition_failed:
-            return self._existing_or_raise(name, crc, len(data))
+            return self._existing_or_raise(name, crc, size)
         except self._data_corruption as exc:
             self._delete_if_not(name, crc)
             raise self._fail("upload (checksum mismatch)", name, exc) from exc
         except self._errors as exc:
             raise self._fail("upload", name, exc) from exc
-        return self._verified(name, blob, crc, len(data))
+        return self._verified(name, blob, crc, size)
 
     def _verified(self, name: str, blob: Any, crc: str, size: int) -> ObjectInfo:
         """The uploaded object's info, after checking it holds what we sent."""
