@@ -5,7 +5,8 @@ whether a retry can help and which summary bucket it counts in.
     ├── FetchError                 one API request went wrong
     │   ├── RetryableFetchError    a later attempt may succeed
     │   │   ├── RequestTimeout         "timeout"      deadline passed (connect, silence, drip, endless body)
-    │   │   ├── NetworkError           "network"      reset, refused, truncated body
+    │   │   ├── NetworkError           "network"      reset, truncated body, oversized body
+    │   │   │   └── ConnectFailed          "network"      refused, DNS, unreachable: no connection made
     │   │   ├── HTTPStatusError        "http_status"  5xx and other unexpected statuses
     │   │   ├── RateLimited            "rate_limited" 429, with the server's Retry-After if any
     │   │   ├── BadJSON                "json_decode"  body is not the JSON we expect
@@ -19,6 +20,7 @@ whether a retry can help and which summary bucket it counts in.
     ├── StorageError               the sink failed permanently (exit 1)
     │   ├── StorageCredentialsError    no credentials/project for the client (exit 2)
     │   └── AlreadyExists              a create-only write found the object there
+    ├── ApiUnreachable             an account never reached the API: connection-level failures only (exit 1)
     └── Interrupted                SIGTERM: stop taking new work (exit 1)
 
 Only this module and `http.py`/`involve_asia.py` (which raise these) know how a low-level failure maps
@@ -67,6 +69,10 @@ class RequestTimeout(RetryableFetchError):
 
 class NetworkError(RetryableFetchError):
     error_class = "network"
+
+
+class ConnectFailed(NetworkError):
+    """No connection could be made (refused, DNS failure, host or network unreachable)."""
 
 
 class HTTPStatusError(RetryableFetchError):
@@ -137,6 +143,14 @@ class AlreadyExists(StorageError):
     """A create-only write found the object already there (another task or attempt wrote it)."""
 
     error_class = "exists"
+
+
+class ApiUnreachable(JobError):
+    """An account has had no successful request and its requests keep failing at the
+    connection level: the API (or the way to it) is down. The run ends at once with exit 1, so
+    Cloud Run retries it later in a fresh container, instead of skipping page after page."""
+
+    error_class = "network"
 
 
 class Interrupted(JobError):
