@@ -13,6 +13,7 @@ whether a retry can help and which summary bucket it counts in.
     │   │   ├── EnvelopeError          "api_error"    HTTP 200 with "status": "error"
     │   │   ├── EmptyPage              "empty_page"   no records on a page before the last
     │   │   └── TokenRejected          "token"        401 for a bad/expired token: re-authenticate once
+    │   ├── RequestInterrupted     "interrupted"  cut short by SIGTERM (abort): not a skip, not a retry
     │   └── FatalFetchError        retrying cannot help
     │       ├── InvalidCredentials     "auth"         key/secret refused
     │       └── RequestRejected        "validation"   401 "Incorrect arguments": a bug in our request
@@ -101,6 +102,15 @@ class EmptyPage(RetryableFetchError):
 
 class TokenRejected(RetryableFetchError):
     error_class = "token"
+
+
+class RequestInterrupted(FetchError):
+    """The request was cut short, or never sent, because the job is stopping (SIGTERM).
+
+    Not a failure of the API: it is neither retried, nor counted as a retry, nor skipped."""
+
+    error_class = "interrupted"
+    retryable = False
 
 
 class FatalFetchError(FetchError):
