@@ -31,14 +31,15 @@ import builtins
 import contextlib
 import fcntl
 import io
+import json
 import os
 import posixpath
 import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -71,6 +72,9 @@ READ_CHUNK_SIZE = 1024 * 1024
 
 _CRC32C_POLY = 0x82F63B78  # Castagnoli polynomial, bit-reflected
 _TEMP_SUFFIX = ".tmp"
+SIDECAR_SUFFIX = ".meta.json"
+"""The local sink keeps an object's metadata in `{object}.meta.json` beside it (GCS keeps it as
+object metadata). Such names are reserved: never an object, never listed."""
 _SECRET_PARAMS = re.compile(
     r"(?i)(upload_id|access_token|token|key|signature|x-goog-signature|x-goog-credential)=[^&\s'\"]+"
 )
@@ -90,6 +94,8 @@ class ObjectInfo:
     """Base64 of the big-endian CRC32C, exactly as GCS reports it."""
     generation: int
     """GCS generation; local sink: the file's st_mtime_ns (strictly increasing per name)."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Custom metadata written with the object (GCS object metadata; locally a sidecar file)."""
 
 
 class Sink(Protocol):
@@ -105,6 +111,7 @@ class Sink(Protocol):
         *,
         content_type: str = "application/gzip",
         if_generation_match: int | None = 0,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         """Store the file at `path` as `name`, verified by crc32c; create-only by default."""
         ...
@@ -116,6 +123,7 @@ class Sink(Protocol):
         *,
         content_type: str = "application/json",
         if_generation_match: int | None = 0,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         """Store `data` as `name`; create-only by default."""
         ...
@@ -139,8 +147,10 @@ class Sink(Protocol):
         *,
         content_type: str = "application/gzip",
         if_generation_match: int | None = 0,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        """Store the concatenation of `sources` (in order) as `name`; create-only by default."""
+        """Store the concatenation of `sources` (in order) as `name`; create-only by default.
+        `metadata` is the new object's own (a compose never copies its sources')."""
         ...
 
     def delete(self, name: str) -> None:
@@ -239,7 +249,14 @@ def _check_name(name: str) -> str:
         raise ValueError(f"invalid object name {name!r}: expected a relative path like 'a/b.gz'")
     if parts[-1].startswith(".") and parts[-1].endswith(_TEMP_SUFFIX):
         raise ValueError(f"invalid object name {name!r}: reserved for temporary files")
+    if name.endswith(SIDECAR_SUFFIX):
+        raise ValueError(f"invalid object name {name!r}: reserved for metadata sidecars")
     return name
+
+
+def _sidecar(path: Path) -> Path:
+    """Where the local sink keeps the metadata of the object at `path`."""
+    return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
 def _check_prefix(prefix: str) -> str:
@@ -276,12 +293,14 @@ class LocalSink:
 
     def _info(self, name: str, path: Path, crc: str | None = None) -> ObjectInfo:
         st = path.stat()
+        crc = crc if crc is not None else crc32c_file(path)
         return ObjectInfo(
             name=name,
             uri=str(path),
             size=st.st_size,
-            crc32c=crc if crc is not None else crc32c_file(path),
+            crc32c=crc,
             generation=st.st_mtime_ns,
+            metadata=self._read_sidecar(path, crc, st.st_size),
         )
 
     def put_file(
@@ -291,6 +310,7 @@ class LocalSink:
         *,
         content_type: str = "application/gzip",
         if_generation_match: int | None = 0,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         def fill(out: BinaryIO) -> None:
             with open(path, "rb") as src:
@@ -301,7 +321,7 @@ class LocalSink:
             expected = crc32c_file(path)
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {_describe(exc)}") from exc
-        return self._write(name, fill, if_generation_match, expected=expected)
+        return self._write(name, fill, if_generation_match, expected=expected, metadata=metadata)
 
     def put_bytes(
         self,
@@ -310,10 +330,10 @@ class LocalSink:
         *,
         content_type: str = "application/json",
         if_generation_match: int | None = 0,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        return self._write(
-            name, lambda out: out.write(data), if_generation_match, expected=crc32c_bytes(data)
-        )
+        return self._write(name, lambda out: out.write(data), if_generation_match,
+                           expected=crc32c_bytes(data), metadata=metadata)
 
     def compose(
         self,
@@ -322,6 +342,7 @@ class LocalSink:
         *,
         content_type: str = "application/gzip",
         if_generation_match: int | None = 0,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         if not sources:
             raise ValueError("compose needs at least one source")
@@ -337,7 +358,7 @@ class LocalSink:
                     while chunk := src.read(READ_CHUNK_SIZE):
                         out.write(chunk)
 
-        return self._write(name, fill, if_generation_match, expected=None)
+        return self._write(name, fill, if_generation_match, expected=None, metadata=metadata)
 
     def _write(
         self,
@@ -346,8 +367,13 @@ class LocalSink:
         if_generation_match: int | None,
         *,
         expected: str | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        """Fill a temp file next to the target, verify it, then put it in place atomically."""
+        """Fill a temp file next to the target, verify it, then put it in place atomically.
+
+        With `metadata`, its sidecar is written right after the data, in the same lock; a
+        sidecar names the crc32c and size of the data it describes, so a process killed
+        between the two leaves data whose (older) sidecar no longer applies: read as none."""
         target = self._path(name)
         tmp: Path | None = None
         try:
@@ -362,19 +388,25 @@ class LocalSink:
             if expected is not None and written != expected:
                 raise StorageError(f"crc32c mismatch writing {target}: wrote {written}, expected {expected}")
             size = tmp.stat().st_size
-            if if_generation_match == 0:
-                self._stamp(tmp, None)
-                try:
-                    os.link(tmp, target)
-                except FileExistsError:
-                    return self._existing_or_raise(name, target, written, size)
-            else:
-                with self._dir_lock(target.parent):
+            with self._dir_lock(target.parent):
+                if if_generation_match == 0:
+                    self._stamp(tmp, None)
+                    try:
+                        os.link(tmp, target)
+                    except FileExistsError:
+                        return self._existing_or_raise(name, target, written, size)
+                else:
                     current = self._current_generation(target)
                     if if_generation_match is not None and current != if_generation_match:
                         return self._existing_or_raise(name, target, written, size)
                     self._stamp(tmp, current)
                     os.replace(tmp, target)
+                sidecar = _sidecar(target)
+                if metadata:
+                    self._write_sidecar(sidecar, {"crc32c": written, "size": size,
+                                                  "metadata": dict(metadata)})
+                else:
+                    sidecar.unlink(missing_ok=True)
             self._fsync_dir(target.parent)
             return self._info(name, target, written)
         except OSError as exc:
@@ -382,6 +414,31 @@ class LocalSink:
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _write_sidecar(sidecar: Path, content: dict[str, Any]) -> None:
+        fd, tmp_name = tempfile.mkstemp(dir=sidecar.parent, prefix=f".{sidecar.name}.",
+                                        suffix=_TEMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(content, out, ensure_ascii=False, sort_keys=True)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp_name, sidecar)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+
+    @staticmethod
+    def _read_sidecar(path: Path, crc: str, size: int) -> dict[str, str]:
+        """The metadata of the data file at `path`, if its sidecar describes these bytes."""
+        try:
+            content = json.loads(_sidecar(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if (not isinstance(content, dict) or content.get("crc32c") != crc
+                or content.get("size") != size or not isinstance(content.get("metadata"), dict)):
+            return {}
+        return {str(k): str(v) for k, v in content["metadata"].items()}
 
     @staticmethod
     def _stamp(tmp: Path, current_generation: int | None) -> None:
@@ -455,6 +512,8 @@ class LocalSink:
                 for filename in filenames:
                     if filename.startswith(".") and filename.endswith(_TEMP_SUFFIX):
                         continue  # a write in progress (or one killed mid-way), not an object
+                    if filename.endswith(SIDECAR_SUFFIX):
+                        continue  # metadata of the object beside it
                     path = Path(dirpath, filename)
                     name = path.relative_to(self._root).as_posix()
                     if name.startswith(prefix):
@@ -469,6 +528,7 @@ class LocalSink:
         try:
             with self._dir_lock(path.parent):
                 path.unlink(missing_ok=True)
+                _sidecar(path).unlink(missing_ok=True)
         except FileNotFoundError:
             return  # the directory is not there either
         except OSError as exc:
@@ -625,6 +685,7 @@ class GCSSink:
             size=int(blob.size),
             crc32c=str(blob.crc32c),
             generation=int(blob.generation),
+            metadata=dict(blob.metadata or {}),
         )
 
     def _fail(self, action: str, name: str, exc: BaseException) -> StorageError:
@@ -639,6 +700,7 @@ class GCSSink:
         *,
         content_type: str = "application/gzip",
         if_generation_match: int | None = 0,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         key = self._key(name)
         try:
@@ -655,7 +717,8 @@ class GCSSink:
             # anything up to 8 MiB in one request built in memory.
             return self._upload(name, key, stream, crc, size,
                                 declared_size=size if size <= UPLOAD_CHUNK_SIZE else None,
-                                content_type=content_type, if_generation_match=if_generation_match)
+                                content_type=content_type, if_generation_match=if_generation_match,
+                                metadata=metadata)
 
     def put_bytes(
         self,
@@ -664,17 +727,21 @@ class GCSSink:
         *,
         content_type: str = "application/json",
         if_generation_match: int | None = 0,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         key = self._key(name)
         return self._upload(name, key, io.BytesIO(data), crc32c_bytes(data), len(data),
                             declared_size=len(data), content_type=content_type,
-                            if_generation_match=if_generation_match)
+                            if_generation_match=if_generation_match, metadata=metadata)
 
     def _upload(self, name: str, key: str, stream: BinaryIO, crc: str, size: int, *,
                 declared_size: int | None, content_type: str,
-                if_generation_match: int | None) -> ObjectInfo:
+                if_generation_match: int | None,
+                metadata: Mapping[str, str] | None) -> ObjectInfo:
         """Upload `stream` (`size` bytes, crc32c `crc`) as `name`, checked end to end."""
         blob = self._bucket.blob(key, chunk_size=UPLOAD_CHUNK_SIZE)
+        if metadata:
+            blob.metadata = dict(metadata)
         try:
             blob.upload_from_file(
                 stream,
@@ -738,6 +805,7 @@ class GCSSink:
         *,
         content_type: str = "application/gzip",
         if_generation_match: int | None = 0,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         if not sources:
             raise ValueError("compose needs at least one source")
@@ -760,11 +828,13 @@ class GCSSink:
                         continue
                     temp = f"{scratch}/{round_no}-{index // COMPOSE_MAX_SOURCES:05d}"
                     temps.append(temp)
-                    known[temp] = self._compose_once(temp, batch, content_type, 0, known)
+                    known[temp] = self._compose_once(temp, batch, content_type, 0, known,
+                                                     metadata=None)
                     next_level.append(temp)
                 level = next_level
                 round_no += 1
-            return self._compose_once(name, level, content_type, if_generation_match, known)
+            return self._compose_once(name, level, content_type, if_generation_match, known,
+                                      metadata=metadata)
         finally:
             for temp in temps:
                 with contextlib.suppress(StorageError):
@@ -777,9 +847,13 @@ class GCSSink:
         content_type: str,
         if_generation_match: int | None,
         known: dict[str, ObjectInfo],
+        *,
+        metadata: Mapping[str, str] | None,
     ) -> ObjectInfo:
         destination = self._bucket.blob(self._key(name))
         destination.content_type = content_type
+        if metadata:
+            destination.metadata = dict(metadata)
         blobs = [self._bucket.blob(self._key(source)) for source in sources]
         try:
             destination.compose(

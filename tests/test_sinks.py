@@ -760,3 +760,47 @@ def test_gcs_silent_server_cannot_hang_a_call() -> None:
             assert time.monotonic() - started < 5
         finally:
             sink.close()
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+
+def test_metadata_round_trips_on_every_write_kind(sink: Sink, tmp_path: Path) -> None:
+    """put_file, put_bytes and compose store the metadata given; stat and list return it."""
+    path = tmp_path / "a.gz"
+    path.write_bytes(gz_part(1))
+    sink.put_file("m/a.gz", path, metadata={"records": "3", "complete": "true"})
+    sink.put_bytes("m/b.json", b"{}", metadata={"kind": "note"})
+    sink.compose("m/c.gz", ["m/a.gz"], metadata={"records": "3", "copied": "yes"})
+    stats = {name: sink.stat(name) for name in ("m/a.gz", "m/b.json", "m/c.gz")}
+    assert {n: dict(i.metadata) for n, i in stats.items() if i} == {
+        "m/a.gz": {"records": "3", "complete": "true"},
+        "m/b.json": {"kind": "note"},
+        "m/c.gz": {"records": "3", "copied": "yes"},
+    }
+    listed = {info.name: dict(info.metadata) for info in sink.list("m/")}
+    assert listed == {n: dict(i.metadata) for n, i in stats.items() if i}
+
+
+def test_a_replace_without_metadata_drops_the_old_metadata(sink: Sink) -> None:
+    """Metadata belongs to one version of the object: replacing it without metadata clears it."""
+    first = sink.put_bytes("m/x.json", b"1", metadata={"v": "1"})
+    second = sink.put_bytes("m/x.json", b"2", if_generation_match=first.generation)
+    assert dict(second.metadata) == {}
+    info = sink.stat("m/x.json")
+    assert info is not None and dict(info.metadata) == {}
+
+
+def test_local_sidecar_is_not_an_object_and_a_stale_one_is_ignored(local_sink: LocalSink) -> None:
+    """Locally, metadata lives in `<name>.meta.json`: never listed, reserved as a name, and read
+    only while it describes the bytes beside it (a kill between data and sidecar)."""
+    local_sink.put_bytes("d/x.gz", b"old", metadata={"v": "1"})
+    assert [i.name for i in local_sink.list("d/")] == ["d/x.gz"]
+    with pytest.raises(ValueError, match="sidecar"):
+        local_sink.put_bytes("d/x.gz.meta.json", b"{}")
+    # the data is replaced behind the sidecar's back, as a kill between the two would leave it
+    (Path(local_sink.root) / "d" / "x.gz").write_bytes(b"new bytes")
+    info = local_sink.stat("d/x.gz")
+    assert info is not None and dict(info.metadata) == {}
+    local_sink.delete("d/x.gz")
+    assert not (Path(local_sink.root) / "d" / "x.gz.meta.json").exists()
