@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from app.simulator.auth import SimAccount
+from app.simulator.currency import LOCAL_CURRENCIES
+from app.simulator.dataset import DEFAULT_CURRENCY
 from app.simulator.faults import DEFAULT_RANDOM_FAULTS, FAULT_KINDS
 from app.simulator.server import RETRY_AFTER_CHOICES, Simulator
 
@@ -24,10 +26,13 @@ def _accounts(raw: str) -> list[SimAccount]:
     try:
         items = json.loads(raw)
         accounts = [SimAccount(name=str(item["name"]), key=str(item["key"]),
-                               secret=str(item["secret"])) for item in items]
-    except (ValueError, TypeError, KeyError) as error:
+                               secret=str(item["secret"]),
+                               currency=str(item.get("currency", DEFAULT_CURRENCY)))
+                    for item in items]
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise argparse.ArgumentTypeError(
-            f'expected a JSON list of {{"name","key","secret"}} objects: {error}') from error
+            f'expected a JSON list of {{"name","key","secret"[,"currency"]}} objects: {error}'
+        ) from error
     if not accounts:
         raise argparse.ArgumentTypeError("expected at least one account")
     return accounts
@@ -40,6 +45,20 @@ def _kinds(raw: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"unknown fault kinds {unknown}; known: "
                                          f"{', '.join(FAULT_KINDS)}")
     return kinds
+
+
+def _share(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("expected a number in 0..1")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected seconds >= 0 (0 = never)")
+    return value
 
 
 def _rate_limit(raw: str) -> int | None:
@@ -69,9 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--account-name", default="default",
                         help="name of the single account, as the ledger shows it "
                              "(default: %(default)s)")
+    parser.add_argument("--currency", choices=LOCAL_CURRENCIES, default=DEFAULT_CURRENCY,
+                        help="local currency of the single account; filters[preferred_currency]"
+                             " converts from it (default: %(default)s)")
     parser.add_argument("--accounts", type=_accounts, default=None,
                         help='several accounts instead: JSON list of {"name","key","secret"} '
-                             "objects (overrides --key/--secret/--account-name)")
+                             'objects, each with an optional "currency" (default '
+                             f"{DEFAULT_CURRENCY}; overrides --key/--secret/--account-name/"
+                             "--currency)")
     parser.add_argument("--records-per-day", type=int, default=250,
                         help="conversions each account has on each day (default: %(default)s)")
     parser.add_argument("--fault-rate", type=float, default=0.0,
@@ -95,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long hang-type faults stay silent (default: %(default)s)")
     parser.add_argument("--drip-bytes-per-second", type=float, default=5.0,
                         help="body rate of the drip fault (default: %(default)s)")
+    parser.add_argument("--validation-rate", type=_share, default=0.3,
+                        help="chance in 0..1 that a pending conversion is approved or rejected "
+                             "at each validation step (default: %(default)s)")
+    parser.add_argument("--validation-interval", type=_seconds, default=0.0,
+                        help="seconds between validation steps; 0 = statuses never move "
+                             "(default: %(default)s)")
     parser.add_argument("--lang", choices=("zh", "en"),
                         default="en" if os.environ.get("LOG_LANGUAGE") == "en" else "zh",
                         help="language of the human-readable note on stderr "
@@ -106,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, serve until interrupted, stop cleanly; 0 on a normal stop."""
     args = build_parser().parse_args(argv)
     accounts = args.accounts or [SimAccount(name=args.account_name, key=args.key,
-                                            secret=args.secret)]
+                                            secret=args.secret, currency=args.currency)]
     try:
         simulator = Simulator(
             accounts=accounts, records_per_day=args.records_per_day, seed=args.seed,
@@ -114,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             retry_after=args.retry_after, fault_rate=args.fault_rate,
             fault_kinds=args.fault_kinds, latency=args.latency,
             hang_seconds=args.hang_seconds, drip_bytes_per_second=args.drip_bytes_per_second,
+            validation_rate=args.validation_rate,
         )
         simulator.start(host=args.host, port=args.port)
     except (ValueError, OSError) as error:
@@ -132,9 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Involve Asia 模拟器已启动，账户 {names}，地址 {simulator.base_url}；按 Ctrl-C 停止")
     print(simulator.base_url, flush=True)
     print(note, file=sys.stderr, flush=True)
+    interval = args.validation_interval
     try:
-        while not done.wait(0.5):
-            pass
+        while not done.wait(interval if interval > 0 else 0.5):
+            if interval > 0:
+                simulator.advance_validation()
     finally:
         simulator.stop()
     print("Simulator stopped" if args.lang == "en" else "模拟器已停止",

@@ -9,14 +9,22 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.simulator.currency import check_local
+
 
 @dataclass(frozen=True)
 class SimAccount:
-    """One API account: a display name, and the key/secret pair that authenticates it."""
+    """One API account: a display name, the key/secret pair that authenticates it, and the
+    local currency its conversions are kept in (one of `LOCAL_CURRENCIES`; not USD by
+    default, so a test can tell whether amounts were converted)."""
 
     name: str = "default"
     key: str = "general"
     secret: str = "demo-secret"  # noqa: S105 - made-up default for local runs
+    currency: str = "MYR"
+
+    def __post_init__(self) -> None:
+        check_local(self.currency)
 
 
 TokenState = str

@@ -13,6 +13,14 @@ several days is served newest day first.
 
 Conversion ids are unique across accounts and days:
 `day.toordinal() * 10**9 + account_index * 10**7 + n`.
+
+Every record of an account is in the account's local currency (`currency.py` converts).
+
+Statuses move on a validation clock (`advance`): a record that starts `pending` resolves to
+`approved` or `rejected` at a validation step drawn once from (seed, account, day, n), as if
+it had an independent chance `validation_rate` at every step, and never changes again. So the
+status at epoch e is a pure function of (seed, account, day, n, e): nothing is stored per
+record, only the epoch.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.simulator.currency import check_local
+
 RecordsPerDay = int | Callable[[str, dt.date], int]
 """Records a day starts with: a constant, or a function of (account name, day)."""
 
@@ -37,6 +47,8 @@ MAX_RECORDS_PER_DAY = 10_000_000
 ORIGINAL_SPAN_SECONDS = 23 * 3600
 """Original records fall before 23:00:00; inserted ones from 23:00:00 on."""
 STATUSES = ("approved", "pending", "rejected")
+DEFAULT_CURRENCY = "MYR"
+"""An account's local currency unless told (not USD, so conversion shows)."""
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -46,8 +58,11 @@ _MERCHANTS = (
     "Shopee", "Lazada", "Zalora", "Agoda", "Klook", "Traveloka", "Watsons", "Sephora",
     "Nike", "Adidas", "Uniqlo", "Trip.com", "Booking.com", "AliExpress", "Guardian", "Taobao",
 )
-_COUNTRIES = (("MY", "MYR"), ("SG", "SGD"), ("ID", "IDR"), ("TH", "THB"), ("PH", "PHP"),
-              ("VN", "VND"), ("MY", "USD"))
+_COUNTRIES = ("MY", "SG", "ID", "TH", "PH", "VN", "MY")  # MY twice: offers as before
+_VALIDATION_SALT = 0x5A17_0F_DA7E_C0DE
+_APPROVED_SHARE = 1638  # of 2048: a pending record that resolves is approved 80% of the time
+VALIDATION_STEP_DAYS = 7
+"""`datetime_conversion_updated` is the conversion time plus this many days per step."""
 _OFFER_TYPES = ("CPS", "CPA", "CPS - New User", "CPS - App")
 
 
@@ -92,7 +107,6 @@ class _Offer:
     offer_id: int
     offer_name: str
     merchant_id: int
-    currency: str
     rate_basis_points: int
 
 
@@ -102,6 +116,7 @@ class _Day:
 
     account: str
     date: dt.date
+    currency: str
     key: int
     prefix: str
     base_id: int
@@ -111,10 +126,12 @@ class _Day:
 
 @dataclass(frozen=True)
 class Segment:
-    """One day's part of a range: the record numbers it contributes, in served order."""
+    """One day's part of a range: the record numbers it contributes, in served order, and
+    the validation epoch its statuses are read at."""
 
     day: _Day
     numbers: Sequence[int]
+    epoch: int = 0
 
 
 def _make_offers(seed: int, account: str) -> tuple[_Offer, ...]:
@@ -122,29 +139,42 @@ def _make_offers(seed: int, account: str) -> tuple[_Offer, ...]:
     offers = []
     for merchant_id in sorted(rng.sample(range(1000, 9999), 12)):
         merchant = rng.choice(_MERCHANTS)
-        country, currency = rng.choice(_COUNTRIES)
+        country = rng.choice(_COUNTRIES)
         offers.append(_Offer(
             offer_id=rng.randrange(10_000, 99_999),
             offer_name=f"{merchant} {country} - {rng.choice(_OFFER_TYPES)}",
             merchant_id=merchant_id,
-            currency=currency,
             rate_basis_points=rng.randrange(150, 1200),
         ))
     return tuple(offers)
 
 
 class Dataset:
-    """Every account's conversions, generated on first access to each (account, day)."""
+    """Every account's conversions, generated on first access to each (account, day).
 
-    def __init__(self, accounts: Sequence[str], records_per_day: RecordsPerDay, seed: int) -> None:
+    `currencies` maps account names to local currencies (default MYR); `validation_rate` is
+    the chance that a pending record resolves at each validation step (0..1).
+    """
+
+    def __init__(self, accounts: Sequence[str], records_per_day: RecordsPerDay, seed: int, *,
+                 currencies: Mapping[str, str] | None = None,
+                 validation_rate: float = 0.3) -> None:
         if len(accounts) > MAX_ACCOUNTS:
             raise ValueError(f"at most {MAX_ACCOUNTS} accounts, got {len(accounts)}")
         if len(set(accounts)) != len(accounts):
             raise ValueError(f"account names must be unique: {list(accounts)}")
+        if not 0.0 <= validation_rate <= 1.0:
+            raise ValueError(f"validation_rate must be in 0..1, got {validation_rate}")
         self._seed = seed
         self._index = {name: i for i, name in enumerate(accounts)}
         self._offers = {name: _make_offers(seed, name) for name in accounts}
+        self._currencies = {name: check_local((currencies or {}).get(name, DEFAULT_CURRENCY))
+                            for name in accounts}
         self._records_per_day = records_per_day
+        self._validation_rate = validation_rate
+        # log(1 - rate): the geometric draw of a pending record's resolution step.
+        self._log_keep = math.log1p(-validation_rate) if 0.0 < validation_rate < 1.0 else 0.0
+        self._epoch = 0
         self._days: dict[tuple[str, dt.date], _Day] = {}
         self._lock = threading.Lock()
 
@@ -152,6 +182,38 @@ class Dataset:
     def accounts(self) -> list[str]:
         """Account names in index order."""
         return list(self._index)
+
+    def currency(self, account: str) -> str:
+        """The account's local currency."""
+        return self._currencies[account]
+
+    # -- validation clock ---------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """How many validation steps have passed (0 at start)."""
+        with self._lock:
+            return self._epoch
+
+    def advance(self, steps: int = 1) -> int:
+        """Move the validation clock `steps` steps on; return the new epoch."""
+        if steps < 0:
+            raise ValueError(f"the validation clock only moves forward, got {steps} steps")
+        with self._lock:
+            self._epoch += steps
+            return self._epoch
+
+    def _resolution(self, h: int) -> tuple[int | None, str]:
+        """(step at which a pending record resolves, None = never; the status it resolves to)."""
+        draw = _mix64(h ^ _VALIDATION_SALT)
+        outcome = "approved" if draw & 0x7FF < _APPROVED_SHARE else "rejected"
+        rate = self._validation_rate
+        if rate >= 1.0:
+            return 1, outcome
+        if rate <= 0.0:
+            return None, outcome
+        u = (draw >> 11) / float(1 << 53)  # [0, 1)
+        return 1 + int(math.log1p(-u) / self._log_keep), outcome
 
     # -- days ---------------------------------------------------------------------------------
 
@@ -169,6 +231,7 @@ class Dataset:
         day = _Day(
             account=account,
             date=date,
+            currency=self._currencies[account],
             key=stable_hash(self._seed, "day", account, date.isoformat()),
             prefix=date.isoformat() + " ",
             base_id=date.toordinal() * 10**9 + self._index[account] * 10**7,
@@ -219,8 +282,9 @@ class Dataset:
         """Record number -> second of the day, for bisecting a day by time."""
         return lambda n: self._seconds(day, n, self._hash(day, n))
 
-    def build(self, day: _Day, n: int) -> dict[str, Any]:
-        """Record number `n` of the day, as the API would return it."""
+    def build(self, day: _Day, n: int, epoch: int = 0) -> dict[str, Any]:
+        """Record number `n` of the day at validation epoch `epoch`, as the API would return
+        it (in the local currency)."""
         h = self._hash(day, n)
         offers = self._offers[day.account]
         offer = offers[(h >> 16) % len(offers)]
@@ -229,8 +293,16 @@ class Dataset:
         bonus = 100 * (1 + ((h >> 44) & 0x3)) if (h >> 46) & 0x7 == 0 else 0
         roll = (h >> 49) & 0x3F
         status = "approved" if roll < 35 else ("pending" if roll < 57 else "rejected")
+        seconds = self._seconds(day, n, h)
+        updated = None
+        if status == "pending" and epoch > 0:
+            step, outcome = self._resolution(h)
+            if step is not None and step <= epoch:
+                status = outcome
+                updated = (dt.datetime.combine(day.date, dt.time())
+                           + dt.timedelta(days=VALIDATION_STEP_DAYS * step, seconds=seconds))
         order = _mix64(h) % 10**10
-        return {
+        record: dict[str, Any] = {
             "conversion_id": day.base_id + n,
             "offer_id": offer.offer_id,
             "offer_name": offer.offer_name,
@@ -239,9 +311,9 @@ class Dataset:
             "payout": _money(base + bonus),
             "base_payout": _money(base),
             "bonus_payout": _money(bonus),
-            "currency": offer.currency,
+            "currency": day.currency,
             "conversion_status": status,
-            "datetime_conversion": day.prefix + _clock_text(self._seconds(day, n, h)),
+            "datetime_conversion": day.prefix + _clock_text(seconds),
             "aff_sub1": _SOURCES[(h >> 55) & 0x7],
             "aff_sub2": f"cmp{(h >> 58) & 0x3F:02d}",
             "aff_sub3": _DEVICES[(h >> 8) & 0x3],
@@ -253,13 +325,21 @@ class Dataset:
             "adv_sub4": "",
             "adv_sub5": "",
         }
+        if updated is not None:
+            record["datetime_conversion_updated"] = updated.strftime("%Y-%m-%d %H:%M:%S")
+        return record
 
     def records(self, account: str, date: dt.date | str) -> list[dict[str, Any]]:
-        """The day's current records in served order (newest first)."""
+        """The day's current records (current statuses) in served order (newest first)."""
         with self._lock:
             day = self._day(account, as_date(date))
-            total = day.total
-        return [self.build(day, n) for n in range(total - 1, -1, -1)]
+            total, epoch = day.total, self._epoch
+        return [self.build(day, n, epoch) for n in range(total - 1, -1, -1)]
+
+    def statuses(self, account: str, date: dt.date | str) -> dict[int, str]:
+        """Conversion id -> current status, for every record the day holds now."""
+        return {int(record["conversion_id"]): str(record["conversion_status"])
+                for record in self.records(account, date)}
 
     def expected_ids(self, account: str, start: dt.date | str, end: dt.date | str) -> set[int]:
         """Ids the dataset holds now for the inclusive range."""
@@ -284,6 +364,7 @@ class Dataset:
             days = [self._day(account, date)
                     for date in reversed(_days_between(start.date(), end.date()))]
             totals = [day.total for day in days]
+            epoch = self._epoch
         for day, total in zip(days, totals, strict=True):
             low, high = 0, total
             numbers = range(total)
@@ -295,8 +376,8 @@ class Dataset:
                 high = bisect.bisect_right(numbers, until, key=self._time_key(day))
             served: Sequence[int] = range(high - 1, low - 1, -1)
             if keep is not None:
-                served = [n for n in served if keep(self.build(day, n))]
-            result.append(Segment(day, served))
+                served = [n for n in served if keep(self.build(day, n, epoch))]
+            result.append(Segment(day, served, epoch))
         return result
 
     def page(self, segments: Sequence[Segment], page: int, limit: int
@@ -312,7 +393,7 @@ class Dataset:
                 skip -= size
                 continue
             for n in segment.numbers[skip:skip + wanted]:
-                out.append(self.build(segment.day, n))
+                out.append(self.build(segment.day, n, segment.epoch))
             wanted = limit - len(out)
             skip = 0
             if wanted <= 0:

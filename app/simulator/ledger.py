@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,9 @@ class LedgerEntry:
     authenticate: the token issued). Times come from the simulator's clock; `finished` is when
     the simulator committed to the answer, just before sending any of it, so the entry is in
     the ledger before the client sees a byte (silence, drip and endless faults included).
+    `form` is the request's form for the conversions endpoints (empty for authenticate, whose
+    form holds the secret); `preferred_currency` is its `filters[preferred_currency]` as sent
+    (None when absent, "" when empty).
     """
 
     endpoint: str
@@ -34,6 +39,8 @@ class LedgerEntry:
     started: float
     finished: float
     fault: str | None = None
+    form: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    preferred_currency: str | None = None
 
 
 class Ledger:

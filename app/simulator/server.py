@@ -18,15 +18,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from app.simulator import responses
 from app.simulator.auth import SimAccount, TokenState, TokenStore
+from app.simulator.currency import CURRENCY_FILTER, convert, preferred_error
 from app.simulator.dataset import (
     Dataset,
     RecordsPerDay,
@@ -82,6 +83,7 @@ class _Query:
     end: dt.datetime | None = None
     page: int = 1
     limit: int = MAX_PAGE_LIMIT
+    currency: str | None = None
     error: str | None = None
 
 
@@ -94,6 +96,7 @@ class _Exchange:
     fault: Fault | None
     started: float
     token: str | None
+    form: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _parse_bound(raw: str | None, endpoint: str, end_of_day: bool) -> dt.datetime | None:
@@ -137,10 +140,13 @@ def parse_query(endpoint: str, form: Mapping[str, str]) -> _Query:
         error = f"page must be an integer >= 1, got {page_key!r}"
     elif not isinstance(limit_key, int) or not 1 <= limit_key <= MAX_PAGE_LIMIT:
         error = f"limit must be an integer in 1..{MAX_PAGE_LIMIT}, got {limit_key!r}"
+    else:
+        error = preferred_error(form.get(CURRENCY_FILTER))
     if error is not None:
         return replace(query, start=start, end=end, error=error)
     assert isinstance(page_key, int) and isinstance(limit_key, int)
-    return replace(query, start=start, end=end, page=page_key, limit=limit_key)
+    return replace(query, start=start, end=end, page=page_key, limit=limit_key,
+                   currency=form.get(CURRENCY_FILTER) or None)
 
 
 class _Server(ThreadingHTTPServer):
@@ -291,6 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
             started=exchange.started,
             finished=self.sim.clock(),
             fault=exchange.fault.kind if exchange.fault is not None else None,
+            form=exchange.form,
+            preferred_currency=exchange.form.get(CURRENCY_FILTER),
         ))
 
     # -- the request ---------------------------------------------------------------------------
@@ -310,7 +318,9 @@ class _Handler(BaseHTTPRequestHandler):
         account = identity.account
         attempt = sim.faults.next_attempt(identity)
         fault = sim.faults.choose(identity, attempt)
-        exchange = _Exchange(identity, attempt, fault, started, token)
+        # The form of a conversions request goes to the ledger; authenticate's holds a secret.
+        exchange = _Exchange(identity, attempt, fault, started, token,
+                             MappingProxyType(form) if query is not None else MappingProxyType({}))
         kind = fault.kind if fault is not None else None
 
         self._pause(sim.latency)
@@ -389,6 +399,8 @@ class _Handler(BaseHTTPRequestHandler):
         count, records = dataset.page(segments, query.page, query.limit)
         if empty:
             records = []
+        elif query.currency is not None:
+            records = [convert(record, query.currency) for record in records]
         next_page = query.page + 1 if query.page * query.limit < count else None
         body = responses.success({"page": query.page, "limit": query.limit, "count": count,
                                   "nextPage": next_page, "data": records})
@@ -539,6 +551,7 @@ class Simulator:
         latency: float = 0.0,
         hang_seconds: float = 3600.0,
         drip_bytes_per_second: float = 5.0,
+        validation_rate: float = 0.3,
         clock: Callable[[], float] = time.monotonic,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -557,7 +570,10 @@ class Simulator:
         self.clock = clock
         self.host = host
         self.port = port
-        self.dataset = Dataset([account.name for account in self.accounts], records_per_day, seed)
+        self.dataset = Dataset([account.name for account in self.accounts], records_per_day, seed,
+                               currencies={account.name: account.currency
+                                           for account in self.accounts},
+                               validation_rate=validation_rate)
         self.tokens = TokenStore(token_ttl, clock)
         self.throttle = Throttle(rate_limit_per_minute, clock, rate_window)
         self.faults = FaultBook(seed, fault_rate, fault_kinds)
@@ -645,9 +661,36 @@ class Simulator:
         """Ids the dataset holds now for the inclusive range."""
         return self.dataset.expected_ids(account, start_date, end_date)
 
-    def records(self, account: str, day: dt.date | str) -> list[dict[str, Any]]:
-        """The day's current dataset, in served order."""
-        return self.dataset.records(account, as_date(day))
+    def records(self, account: str, day: dt.date | str,
+                currency: str | None = None) -> list[dict[str, Any]]:
+        """The day's current dataset (current statuses), in served order; with `currency`
+        ("USD", "MYR") as `filters[preferred_currency]=currency` would serve it."""
+        records = self.dataset.records(account, as_date(day))
+        return [convert(record, currency) for record in records] if currency else records
+
+    @staticmethod
+    def expected_record(record: Mapping[str, Any], currency: str | None) -> dict[str, Any]:
+        """`record` (in its local currency) as `filters[preferred_currency]=currency` serves
+        it; None or "" = unchanged. Same as `app.simulator.currency.convert`."""
+        return convert(record, currency)
+
+    def local_currency(self, account: str) -> str:
+        """The currency the account's records carry without a preferred currency."""
+        return self.dataset.currency(account)
+
+    def advance_validation(self, steps: int = 1) -> None:
+        """Move the validation clock on: at each step every still-pending record resolves to
+        approved or rejected with probability `validation_rate` (seeded; never back)."""
+        self.dataset.advance(steps)
+
+    @property
+    def validation_epoch(self) -> int:
+        """Validation steps taken so far."""
+        return self.dataset.epoch
+
+    def statuses(self, account: str, day: dt.date | str) -> dict[int, str]:
+        """Conversion id -> current status, for every record the day holds now."""
+        return self.dataset.statuses(account, as_date(day))
 
     @property
     def issued_tokens(self) -> list[str]:
