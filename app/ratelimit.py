@@ -1,12 +1,19 @@
 """Client-side throttle per account, shared by every concurrent request of that account.
 
-Two rules, both enforced by reserving a send time under a lock:
-- at most `per_minute` requests in any window of `window` seconds (plus a small margin, so
-  network jitter between our send and the server's arrival cannot push two requests into one
-  server-side window);
-- at least `min_interval` seconds between two consecutive requests.
-Reservations make it fair and exact under concurrency: each caller gets its own slot, then
-sleeps outside the lock until that slot.
+Requests are paced, not batched: one send every `interval` seconds at least, where
+`interval = max(60 / per_minute, min_interval)` (REQUESTS_PER_MINUTE, with REQUEST_DELAY as a
+floor). The first request goes at once; an idle limiter earns no credit, so a caller that comes
+back after a pause sends at once and the next one waits a full interval again: never a burst.
+An API enforcing its quota as a token bucket or a short sliding window sees an even stream.
+
+On top of the pacing, a guard: at most `per_minute` requests in any `window` seconds plus a
+small `margin`. At steady state the pacing already keeps R requests spread over R intervals;
+the guard adds the margin once per window, so that network jitter between our send and the
+server's arrival cannot push R + 1 requests into one server-side window when we run at exactly
+the server's rate (it costs `margin` seconds per window, as before pacing existed).
+
+Reservations make it fair and exact under concurrency: each caller claims its own slot under a
+lock, then sleeps outside the lock until that slot.
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
+        if per_minute <= 0:
+            raise ValueError(f"per_minute must be > 0, got {per_minute}")
+        self.interval = max(60.0 / per_minute, min_interval, 0.0)
+        """Minimum spacing between two consecutive sends of this account."""
         self.capacity = max(1, math.floor(per_minute * window / 60.0))
         self.window = window + margin
-        self.min_interval = max(min_interval, 0.0)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -42,10 +52,9 @@ class RateLimiter:
     def reserve(self) -> float:
         """Claim the next free send time and return it (no sleeping)."""
         with self._lock:
-            now = self._clock()
-            slot = now
+            slot = self._clock()
             if self._sent:
-                slot = max(slot, self._sent[-1] + self.min_interval)
+                slot = max(slot, self._sent[-1] + self.interval)
             if len(self._sent) >= self.capacity:
                 slot = max(slot, self._sent[-self.capacity] + self.window)
             self._sent.append(slot)
