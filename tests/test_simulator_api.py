@@ -367,6 +367,45 @@ def test_throttle_answers_429_with_retry_after(make_simulator: SimFactory) -> No
 
 
 @pytest.mark.timeout(10)
+def test_throttle_of_20_in_any_1s_window_slides(make_simulator: SimFactory) -> None:
+    """20 per 1 s window: the 21st inside a second is 429; slots free one by one as time slides."""
+    clock = FakeClock()
+    sim = make_simulator(rate_limit_per_minute=20, rate_window=1.0, clock=clock,
+                         records_per_day=3)
+    token = sim_token(sim)
+    clock.now += 1.0  # the authenticate call leaves the window
+    start = clock.now
+    statuses = []
+    for index in range(20):
+        clock.now = start + index * 0.05
+        statuses.append(post_range(sim, token).status_code)
+    assert statuses == [200] * 20
+    clock.now = start + 0.99
+    limited = post_range(sim, token)
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
+    assert [post_range(sim, token).status_code for _ in range(5)] == [429] * 5  # not counted
+    clock.now = start + 1.0  # the first admitted request is now exactly 1 s old: out
+    assert [post_range(sim, token).status_code for _ in range(2)] == [200, 429]
+    clock.now = start + 1.05
+    assert [post_range(sim, token).status_code for _ in range(2)] == [200, 429]
+    assert sim.ledger.outcomes("range") == Counter({"ok": 22, "rate_limited": 8})
+
+
+@pytest.mark.timeout(10)
+def test_throttle_of_20_per_second_on_the_real_clock(make_simulator: SimFactory) -> None:
+    """On the real clock, 20 calls within a second are admitted and the 21st gets 429."""
+    sim = make_simulator(rate_limit_per_minute=20, rate_window=1.0, records_per_day=1)
+    with requests.Session() as session:
+        began = time.monotonic()
+        token = sim_token(sim)  # admitted call 1 of the window
+        statuses = [post_range(sim, token, session=session).status_code for _ in range(20)]
+        elapsed = time.monotonic() - began
+    if elapsed >= 0.9:
+        pytest.skip(f"21 calls took {elapsed:.2f} s here: too slow to fit in one window")
+    assert statuses == [200] * 19 + [429]
+
+
+@pytest.mark.timeout(10)
 def test_throttle_429_without_retry_after(make_simulator: SimFactory) -> None:
     """With retry_after="no" the throttle's 429 carries no Retry-After header."""
     sim = make_simulator(rate_limit_per_minute=1, retry_after="no", clock=FakeClock())

@@ -132,7 +132,8 @@ def test_cli_help_documents_every_flag() -> None:
     assert result.returncode == 0, result.stderr
     for flag in ("--host", "--port", "--key", "--secret", "--accounts", "--records-per-day",
                  "--fault-rate", "--fault-kinds", "--seed", "--token-ttl", "--rate-limit",
-                 "--retry-after", "--latency", "--hang-seconds", "--drip-bytes-per-second"):
+                 "--retry-after", "--latency", "--hang-seconds", "--drip-bytes-per-second",
+                 "--currency", "--validation-rate", "--validation-interval"):
         assert flag in result.stdout
 
 
@@ -162,6 +163,44 @@ def test_cli_serves_until_sigterm() -> None:
             process.kill()
     assert process.returncode == 0
     assert "Simulator stopped" in stderr
+
+
+@pytest.mark.timeout(20)
+def test_cli_sets_local_currency_and_moves_statuses() -> None:
+    """--currency is the account's local currency; --validation-interval moves statuses on."""
+    command = [sys.executable, "-m", "app.simulator", "--port", "0", "--currency", "SGD",
+               "--records-per-day", "60", "--validation-rate", "1", "--validation-interval",
+               "0.1"]
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            assert process.stdout is not None
+            base_url = process.stdout.readline().strip()
+            token = requests.post(f"{base_url}/authenticate",
+                                  data={"key": "general", "secret": "demo-secret"},
+                                  timeout=5).json()["data"]["token"]
+
+            def page(**extra: str) -> list[dict[str, object]]:
+                form = {"start_date": DAY, "end_date": DAY, **extra}
+                response = requests.post(f"{base_url}/conversions/range", data=form,
+                                         headers={"Authorization": f"Bearer {token}"},
+                                         timeout=5)
+                records: list[dict[str, object]] = response.json()["data"]["data"]
+                return records
+
+            assert {record["currency"] for record in page()} == {"SGD"}
+            assert {record["currency"] for record in page(**{
+                "filters[preferred_currency]": "USD"})} == {"USD"}
+            deadline = time.monotonic() + 10
+            while any(r["conversion_status"] == "pending" for r in page()):
+                assert time.monotonic() < deadline, "statuses never moved"
+                time.sleep(0.1)
+            assert any("datetime_conversion_updated" in record for record in page())
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=10)
+        finally:
+            process.kill()
+    assert process.returncode == 0
 
 
 @pytest.mark.timeout(15)
