@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from app.simulator import RATES, SimAccount, Simulator, convert
+from app.simulator import LOCAL_CURRENCIES, RATES, SimAccount, Simulator, convert
 from app.simulator.currency import AMOUNT_FIELDS
 from tests.support.simulator_fixtures import DAY, post_range, sim_token
 
@@ -165,3 +167,13 @@ def test_convert_and_accounts_refuse_unknown_currencies() -> None:
         SimAccount(currency="EUR")
     with pytest.raises(TypeError):
         RATES["USD"]["MYR"] = Decimal(1)  # type: ignore[index]
+
+
+def test_readme_rate_table_matches_rates() -> None:
+    """The rate table in app/simulator/README.md is RATES, row by row."""
+    readme = (Path(__file__).resolve().parent.parent / "app" / "simulator" / "README.md")
+    rows = re.findall(r"^\| ([A-Z]{3}) \| ([\d.]+) \| ([\d.]+) \|$", readme.read_text("utf-8"),
+                      re.MULTILINE)
+    table = {local: (Decimal(usd), Decimal(myr)) for local, usd, myr in rows}
+    assert table == {local: (RATES["USD"][local], RATES["MYR"][local])
+                     for local in LOCAL_CURRENCIES}
