@@ -15,13 +15,20 @@ request alive for hours. Here every request gets a deadline:
   which wakes the blocked call at once.
 
 Every failure path closes the connection; no thread is started per request. Low-level errors
-are mapped to `app.errors` classes here and nowhere else.
+are mapped to `app.errors` classes here and nowhere else:
+
+- no connection was ever made (refused, name not resolved, host or network unreachable):
+  `ConnectFailed` ("network"), naming host and port;
+- a deadline passed (connect timeout, silence, drip, endless body): `RequestTimeout`;
+- a connection that broke mid-exchange (reset, truncated or oversized body): `NetworkError`;
+- `abort_all()` (SIGTERM) cut the request short, or it came after: `RequestInterrupted`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import heapq
 import itertools
 import socket
@@ -39,7 +46,7 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from app.errors import NetworkError, RequestTimeout
+from app.errors import ConnectFailed, FetchError, NetworkError, RequestInterrupted, RequestTimeout
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 """A page of 100 conversions is ~100 KB; anything past this is a broken or endless response."""
@@ -50,12 +57,15 @@ _CHUNK = 64 * 1024
 class _Guard:
     """The deadline of one request and the connections it is using."""
 
-    __slots__ = ("_conns", "_lock", "_seen", "deadline", "done", "fired")
+    __slots__ = ("_conns", "_lock", "_seen", "aborted", "deadline", "done", "fired")
 
     def __init__(self, deadline: float, seen: weakref.WeakSet[HTTPConnection]) -> None:
         self.deadline = deadline
         self._seen = seen
         self.fired = False
+        """The request's sockets were shut down: its deadline passed, or it was aborted."""
+        self.aborted = False
+        """`abort_all()` fired it (SIGTERM), not its deadline."""
         self.done = False
         self._conns: list[HTTPConnection] = []
         self._lock = threading.Lock()
@@ -81,11 +91,12 @@ class _Guard:
             self.done = True
             self._conns = []  # the pool owns healthy connections; drop our references
 
-    def fire(self) -> None:
+    def fire(self, *, abort: bool = False) -> None:
         with self._lock:
             if self.done:
                 return
             self.fired = True
+            self.aborted = self.aborted or abort
             conns = list(self._conns)
         for conn in conns:
             _shutdown(conn)
@@ -113,6 +124,12 @@ class _GuardedConnectionMixin:
             guard.attach(self)  # type: ignore[arg-type]
         super().request(method, url, *args, **kwargs)  # type: ignore[misc]
 
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        guard = _current_guard.get()
+        if guard is not None and guard.fired:  # fired while the socket did not exist yet
+            _shutdown(self)  # type: ignore[arg-type]
+
 
 class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
     pass
@@ -139,6 +156,7 @@ class _Reaper:
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
+        self._aborted = False
         self._thread: threading.Thread | None = None
         self._wake_at: float | None = None
         """When the sleeping reaper wakes up by itself (None: only when notified)."""
@@ -147,6 +165,9 @@ class _Reaper:
         with self._cond:
             if self._closed:
                 raise RuntimeError("HTTP client is closed")
+            if self._aborted:  # abort_all() ran after this request's own check: abort it too
+                guard.fire(abort=True)
+                return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="http-deadline-reaper",
                                                 daemon=True)
@@ -158,11 +179,13 @@ class _Reaper:
             if self._wake_at is None or guard.deadline < self._wake_at:
                 self._cond.notify()
 
-    def fire_all(self) -> None:
+    def abort_all(self) -> None:
+        """Fire every watched guard as aborted, and every guard watched from now on."""
         with self._cond:
+            self._aborted = True
             guards = [g for _, _, g in self._heap]
         for guard in guards:
-            guard.fire()
+            guard.fire(abort=True)
 
     def _run(self) -> None:
         with self._cond:
@@ -204,6 +227,36 @@ def _discard(response: urllib3.BaseHTTPResponse | None) -> None:
             response.close()
         with contextlib.suppress(Exception):
             response.release_conn()
+
+
+_CONNECT_ERRNOS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.EHOSTDOWN: "host down",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+
+
+def _host_port(url: str) -> str:
+    parts = urllib3.util.parse_url(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.host}:{port}"
+
+
+def _connect_failure(exc: urllib3.exceptions.NewConnectionError, target: str) -> str:
+    """What stopped the connection, in a few words, and where to (no urllib3 object reprs)."""
+    cause = exc.__cause__
+    if isinstance(exc, urllib3.exceptions.NameResolutionError) or isinstance(cause,
+                                                                             socket.gaierror):
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        return f"name not resolved: {target} ({reason})"
+    if isinstance(cause, OSError):
+        what = _CONNECT_ERRNOS.get(cause.errno or 0)
+        if what is not None:
+            return f"{what}: {target}"
+        return f"could not connect: {target} ({cause.strerror or cause})"
+    return f"could not connect: {target} ({exc})"
 
 
 @dataclass(frozen=True)
@@ -254,11 +307,12 @@ class HttpClient:
     ) -> HttpResponse:
         """POST `data` form-encoded; return status, headers and the whole body.
 
-        Raises RequestTimeout when the deadline passes (at any stage), NetworkError for
-        resets, refused connections, truncated or oversized bodies.
+        Raises ConnectFailed when no connection could be made (refused, name not resolved,
+        unreachable), RequestTimeout when a deadline passes (at any stage), NetworkError for
+        resets, truncated or oversized bodies, RequestInterrupted once `abort_all()` ran.
         """
         if self._aborted:
-            raise RequestTimeout("request not sent: the client was aborted")
+            raise RequestInterrupted("request not sent: the job is stopping")
         start = self._clock()
         guard = _Guard(start + self.timeout, self._connections)
         self._reaper.watch(guard)
@@ -284,14 +338,16 @@ class HttpClient:
                 body=body,
                 elapsed=self._clock() - start,
             )
-        except (RequestTimeout, NetworkError):
+        except FetchError as exc:
             _discard(response)
             guard.close_connections()
+            if guard.aborted and not isinstance(exc, RequestInterrupted):
+                raise self._interrupted() from exc
             raise
         except (urllib3.exceptions.HTTPError, HTTPException, OSError) as exc:
             _discard(response)
             guard.close_connections()
-            raise self._map_error(exc, guard) from exc
+            raise self._map_error(exc, guard, url) from exc
         finally:
             guard.finish()
             _current_guard.reset(token)
@@ -300,6 +356,8 @@ class HttpClient:
         chunks: list[bytes] = []
         size = 0
         for chunk in response.stream(_CHUNK):
+            if guard.aborted:
+                raise self._interrupted()
             if guard.fired or self._clock() > guard.deadline:
                 raise RequestTimeout(
                     f"request exceeded {self.timeout:g}s while reading the body "
@@ -309,21 +367,37 @@ class HttpClient:
             if size > self.max_body_bytes:
                 raise NetworkError(f"response body over {self.max_body_bytes} bytes")
             chunks.append(chunk)
+        if guard.aborted:
+            raise self._interrupted()
         if guard.fired:
             raise RequestTimeout(f"request exceeded {self.timeout:g}s")
         return b"".join(chunks)
 
-    def _map_error(self, exc: BaseException, guard: _Guard) -> RequestTimeout | NetworkError:
+    @staticmethod
+    def _interrupted() -> RequestInterrupted:
+        return RequestInterrupted("request interrupted: the job is stopping")
+
+    def _map_error(self, exc: BaseException, guard: _Guard, url: str) -> FetchError:
+        if guard.aborted:
+            return self._interrupted()
         if guard.fired:
             return RequestTimeout(f"request exceeded {self.timeout:g}s ({type(exc).__name__})")
+        # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):
+            return ConnectFailed(_connect_failure(exc, _host_port(url)))
+        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+            connect = min(self.connect_timeout, self.timeout)
+            return RequestTimeout(f"connect timeout: no answer from {_host_port(url)} "
+                                  f"within {connect:g}s")
         if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
             return RequestTimeout(f"{type(exc).__name__}: no data within {self.timeout:g}s")
         return NetworkError(f"{type(exc).__name__}: {exc}")
 
     def abort_all(self) -> None:
-        """Shut down every request in flight now and refuse new ones (used on SIGTERM)."""
+        """Shut down every request in flight now and refuse new ones (used on SIGTERM): each
+        of them raises RequestInterrupted."""
         self._aborted = True
-        self._reaper.fire_all()
+        self._reaper.abort_all()
 
     def close(self) -> None:
         if self._closed:

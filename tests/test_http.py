@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +11,13 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from app.errors import FetchError, NetworkError, RequestTimeout
+from app.errors import (
+    ConnectFailed,
+    FetchError,
+    NetworkError,
+    RequestInterrupted,
+    RequestTimeout,
+)
 from app.http import HttpClient
 from app.involve_asia import AccountClient
 from app.ratelimit import RateLimiter
@@ -85,12 +92,15 @@ def test_an_endless_body_is_cut_by_the_size_cap_or_the_deadline(sim: Simulator,
 @pytest.mark.parametrize("kind", ["reset", "truncated"])
 def test_resets_and_truncated_bodies_are_network_errors(sim: Simulator, client: AccountClient,
                                                        kind: str) -> None:
-    """A reset connection or a body cut short is a NetworkError, raised at once."""
+    """A reset connection or a body cut short is a NetworkError, raised at once; the connection
+    was made, so it is not a ConnectFailed."""
     sim.add_fault(Fault(kind=kind, date=DAY.isoformat(), page=1, attempts={1}))
     started = time.monotonic()
-    with pytest.raises(NetworkError):
+    with pytest.raises(NetworkError) as caught:
         client.fetch_page(DAY, DAY, 1, 100)
     assert time.monotonic() - started < TIMEOUT
+    assert not isinstance(caught.value, ConnectFailed)
+    assert caught.value.error_class == "network"
     assert len(client.fetch_page(DAY, DAY, 1, 100).records) == 100
 
 
@@ -125,7 +135,8 @@ def test_a_hundred_failures_leave_no_thread_and_no_socket(sim: Simulator) -> Non
 
 @pytest.mark.timeout(30)
 def test_abort_all_ends_a_request_in_flight_at_once(sim: Simulator, client: AccountClient) -> None:
-    """SIGTERM support: abort_all() wakes a request blocked on a silent server immediately."""
+    """SIGTERM support: abort_all() wakes a request blocked on a silent server immediately, as
+    RequestInterrupted (not a timeout); every later request is refused unsent, the same way."""
     http = HttpClient(timeout=20.0)
     account = AccountClient(base_url=sim.base_url, key="general", secret="demo-secret",
                             http=http, limiter=RateLimiter(per_minute=100_000))
@@ -134,10 +145,110 @@ def test_abort_all_ends_a_request_in_flight_at_once(sim: Simulator, client: Acco
     timer = threading.Timer(0.5, http.abort_all)
     timer.start()
     started = time.monotonic()
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(RequestInterrupted) as caught:
         account.fetch_page(DAY, DAY, 1, 100)
     assert time.monotonic() - started < 2.0
+    assert caught.value.error_class == "interrupted" and not caught.value.retryable
+    seen = len(sim.ledger.snapshot())
+    with pytest.raises(RequestInterrupted, match="not sent"):
+        account.fetch_page(DAY, DAY, 1, 100)
+    assert len(sim.ledger.snapshot()) == seen  # nothing reached the server
     http.close()
+
+
+@pytest.mark.timeout(30)
+def test_abort_all_interrupts_a_raw_request_to_a_silent_socket() -> None:
+    """A server that accepts and never answers: abort_all() from another thread ends the
+    blocked post_form within a fraction of a second, as RequestInterrupted."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        http = HttpClient(timeout=20.0)
+        timer = threading.Timer(0.3, http.abort_all)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(RequestInterrupted):
+            http.post_form(f"http://127.0.0.1:{port}/api/conversions/range", {"page": "1"})
+        assert time.monotonic() - started < 2.0
+        http.close()
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, read, closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _connect_failure(url: str) -> tuple[FetchError, float]:
+    with HttpClient(timeout=5.0, connect_timeout=5.0) as http:
+        started = time.monotonic()
+        with pytest.raises(FetchError) as caught:
+            http.post_form(url, {"page": "1"})
+        return caught.value, time.monotonic() - started
+
+
+@pytest.mark.timeout(30)
+def test_a_closed_port_is_a_connect_failure_named_as_such() -> None:
+    """Connection refused: ConnectFailed ("network"), "connection refused: 127.0.0.1:PORT", at
+    once; not a timeout."""
+    port = _closed_port()
+    error, elapsed = _connect_failure(f"http://127.0.0.1:{port}/api/authenticate")
+    assert type(error) is ConnectFailed
+    assert error.error_class == "network" and error.retryable
+    assert str(error) == f"connection refused: 127.0.0.1:{port}"
+    assert elapsed < 1.0
+
+
+@pytest.mark.timeout(30)
+def test_a_name_that_cannot_resolve_is_a_connect_failure() -> None:
+    """Name not resolved: ConnectFailed naming the host. The name is in the reserved `.invalid`
+    TLD and longer than DNS's 253-character limit, so the resolver refuses it locally and no
+    query leaves the machine."""
+    host = ".".join(["a" * 60] * 5) + ".invalid"
+    assert len(host) > 253
+    error, elapsed = _connect_failure(f"http://{host}:80/api/authenticate")
+    assert type(error) is ConnectFailed
+    assert str(error).startswith(f"name not resolved: {host}:80")
+    assert elapsed < 2.0
+
+
+@pytest.mark.timeout(30)
+def test_an_unreachable_network_is_a_connect_failure() -> None:
+    """The kernel refuses TCP to the broadcast address (ENETUNREACH, nothing sent):
+    ConnectFailed, "network unreachable: 255.255.255.255:PORT"."""
+    error, elapsed = _connect_failure("http://255.255.255.255:9/api/authenticate")
+    assert type(error) is ConnectFailed
+    assert str(error) == "network unreachable: 255.255.255.255:9"
+    assert elapsed < 1.0
+
+
+@pytest.mark.timeout(30)
+def test_an_unanswered_connect_stays_a_timeout() -> None:
+    """A listener whose accept queue is full drops our SYN: the connect timeout passes and the
+    error is RequestTimeout ("timeout"), saying so, not a ConnectFailed."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = []
+        for _ in range(3):  # fill the accept queue; later SYNs are dropped
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.2)
+        try:
+            with HttpClient(timeout=3.0, connect_timeout=0.5) as http:
+                started = time.monotonic()
+                with pytest.raises(RequestTimeout) as caught:
+                    http.post_form(f"http://127.0.0.1:{port}/api/authenticate", {"a": "b"})
+                elapsed = time.monotonic() - started
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert str(caught.value) == f"connect timeout: no answer from 127.0.0.1:{port} within 0.5s"
+    assert 0.4 <= elapsed <= 1.5
 
 
 class _FixedPage:
