@@ -2,12 +2,16 @@
 print one table.
 
     python -m bench                  every scenario, full size (about 15 minutes on 2 cores)
-    python -m bench --quick          reduced sizes, no sweep, no profile (under a minute)
+    python -m bench --quick          reduced sizes, no sweep, no profile (about a minute)
     python -m bench --only hang      one scenario (comma-separate several)
     python -m bench --json out.json  also write every row, the machine and raw details
 
-Progress goes to stderr; the table (Markdown) goes to stdout. Scenarios: see bench/scenarios.py;
-methodology and the latest figures: docs/performance.md.
+Progress goes to stderr; the table (Markdown) goes to stdout. The exit code is 1 when a judged
+goal fails. `--quick` is a smoke check: a goal that cannot hold at its reduced size (a throttle
+ratio over 40 pages, where start-up alone is a fifth of the ideal time) is shown as info, with
+the reason in its row; goals that hold at any size (no 429, no record lost, hang detection,
+memory growth) are still judged. Scenarios: see bench/scenarios.py; methodology and the latest
+figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.config import DEFAULT_FETCH_CONCURRENCY
-from bench.report import Row, machine_info, render_machine, render_profile, render_table
+from bench.report import Row, exit_code, machine_info, render_machine, render_profile, render_table
 from bench.scenarios import QUICK, SCENARIOS, Context
 
 
@@ -77,8 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "elapsed_seconds": round(elapsed, 1),
             "rows": [row.as_dict() for row in rows], "results": ctx.results,
         }, indent=2, ensure_ascii=False, default=str))
-    failed = [row for row in rows if row.passed is False]
-    return 1 if failed else 0
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

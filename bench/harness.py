@@ -16,6 +16,7 @@ reads just before spawning, so "spawn -> first request" is a plain subtraction.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -71,14 +72,21 @@ class ProcessRun:
     stdout_path: Path
     stderr_path: Path
     timed_out: bool = False
+    output_tail: str = ""
+    """The end of the child's stderr and stdout, read at exit: the scenario's scratch folder
+    holding the full logs is usually gone by the time a failure is reported."""
 
-    def tail(self, chars: int = 2000) -> str:
+    def tail(self) -> str:
         """The end of the child's stderr and stdout, for failure messages."""
-        parts = []
-        for path in (self.stderr_path, self.stdout_path):
-            with contextlib.suppress(OSError):
-                parts.append(path.read_text(errors="replace")[-chars:])
-        return "\n".join(parts)
+        return self.output_tail
+
+
+def _read_tail(paths: Sequence[Path], chars: int = 2000) -> str:
+    parts = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            parts.append(path.read_text(errors="replace")[-chars:])
+    return "\n".join(parts)
 
 
 def run_measured(
@@ -129,6 +137,7 @@ def run_measured(
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         timed_out=timed_out,
+        output_tail=_read_tail((stderr_path, stdout_path)),
     )
 
 
@@ -230,6 +239,8 @@ class ClientRun:
     records: int | None
     """Records the client reports it stored (None when it could not be read)."""
     info: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    """Our job's summary.json (empty for the seed, or when it was not written)."""
 
     @property
     def ok(self) -> bool:
@@ -279,37 +290,53 @@ def client_env(sim: Simulator, start: str, end: str, tmpdir: Path,
     }
 
 
+_executions = itertools.count(1)
+
+
 def run_ours(sim: Simulator, start: str, end: str, settings: Mapping[str, str], *,
              workdir: Path, gcs: GcsEmulatorProcess | None = None,
-             argv: Sequence[str] | None = None, timeout: float = 900.0) -> ClientRun:
+             output: Path | None = None, argv: Sequence[str] | None = None,
+             timeout: float = 900.0) -> ClientRun:
     """`python -m app` against `sim`; output to `gcs` if given, else a local folder.
 
     The job's scratch space is a fresh TMPDIR; peak disk counts it, plus the local output
-    folder when there is no GCS (then the output really is on the local disk).
+    folder when there is no GCS (then the output really is on the local disk). `output` is that
+    folder (default: a fresh one in `workdir`); pass the same one to two runs to have the
+    second refresh the first one's day store. Each run is its own execution
+    (CLOUD_RUN_EXECUTION `bench-N`, unless `settings` names one), so its summary is found at
+    `runs/{START}_{END}/{EXECUTION}/summary.json`.
     """
-    tmpdir, output = workdir / "tmp", workdir / "output"
+    tmpdir = workdir / "tmp"
     tmpdir.mkdir()
-    output.mkdir()
-    env = client_env(sim, start, end, tmpdir, {"OUTPUT_DIR": str(output), **settings})
+    if output is None:
+        output = workdir / "output"
+    output.mkdir(exist_ok=True)
+    execution = settings.get("CLOUD_RUN_EXECUTION") or f"bench-{next(_executions)}"
+    env = client_env(sim, start, end, tmpdir, {"OUTPUT_DIR": str(output),
+                                               "CLOUD_RUN_EXECUTION": execution, **settings})
     if gcs is not None:
         env.update(gcs.env())
     watch = [tmpdir] if gcs is not None else [tmpdir, output]
     skip = len(sim.ledger)
     proc = run_measured(argv or ours_command(), env, workdir=workdir, watch=watch, timeout=timeout)
     entries = sim.ledger.snapshot()[skip:]
-    summary_name = f"{start}_{end}/summary.json"
-    raw: bytes | None
-    if gcs is not None:
-        raw = gcs.get(f"{env.get('GCS_PREFIX', 'conversions')}/{summary_name}")
-    else:
-        path = output / summary_name
-        raw = path.read_bytes() if path.exists() else None
+    # The day-store layout, then the per-range layout it replaces (until that code is gone).
+    names = (f"runs/{start}_{end}/{execution}/summary.json", f"{start}_{end}/summary.json")
+    raw: bytes | None = None
+    for name in names:
+        if gcs is not None:
+            raw = gcs.get(f"{env.get('GCS_PREFIX', 'conversions')}/{name}")
+        elif (output / name).exists():
+            raw = (output / name).read_bytes()
+        if raw:
+            break
     summary: dict[str, Any] = json.loads(raw) if raw else {}
     records = summary.get("records")
     return ClientRun("ours", proc, entries, int(records) if isinstance(records, int) else None,
                      info={"summary_status": summary.get("status"),
                            "retries": summary.get("retries"),
-                           "skipped_pages": len(summary.get("skipped_pages") or [])})
+                           "skipped_pages": len(summary.get("skipped_pages") or [])},
+                     summary=summary)
 
 
 def run_seed(sim: Simulator, start: str, end: str, settings: Mapping[str, str], *,

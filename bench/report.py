@@ -20,8 +20,10 @@ class Row:
     """One measured figure, ours beside the seed baseline's.
 
     `fmt` formats a value (seconds, MB, a ratio...); `goal` is the target in words ("≤ 1.05");
-    `passed` is None for figures without a goal. `ratio` (ours / seed) is shown when both exist
-    and `show_ratio` is set.
+    `passed` is None for figures without a goal, and for a goal that is shown but not judged in
+    this run: then `not_judged` says why (a run too small for the goal to hold, a sweep cell
+    shown for reference), and the row prints that reason. `ratio` (ours / seed) is shown when
+    both exist and `show_ratio` is set.
     """
 
     scenario: str
@@ -31,6 +33,7 @@ class Row:
     unit: str = ""
     goal: str = ""
     passed: bool | None = None
+    not_judged: str = ""
     show_ratio: bool = True
     digits: int = 2
     details: dict[str, Any] = field(default_factory=dict)
@@ -45,7 +48,9 @@ class Row:
         notes = []
         if self.show_ratio and self.ours is not None and self.seed:
             notes.append(f"{self.ours / self.seed:.2f}× seed")
-        if self.goal:
+        if self.goal and self.not_judged:
+            notes.append(f"goal {self.goal} not judged: {self.not_judged}")
+        elif self.goal:
             notes.append(f"goal {self.goal}")
         verdict = {True: "PASS", False: "FAIL", None: "info"}[self.passed]
         return (self.scenario, self.metric, self._format(self.ours), self._format(self.seed),
@@ -53,6 +58,16 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def judged(ok: bool, not_judged: str) -> bool | None:
+    """The verdict of a goal: `ok`, or None (info) when there is a reason not to judge it."""
+    return None if not_judged else ok
+
+
+def exit_code(rows: Sequence[Row]) -> int:
+    """1 when a judged goal failed, else 0 (info rows never fail the run)."""
+    return 1 if any(row.passed is False for row in rows) else 0
 
 
 def render_table(rows: Sequence[Row]) -> str:

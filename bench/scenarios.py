@@ -42,7 +42,7 @@ from bench.harness import (
     run_seed,
     scratch_dir,
 )
-from bench.report import Row
+from bench.report import Row, judged
 
 R = 1200
 """Requests per minute in the throttle scenarios (20x the API's 60)."""
@@ -214,6 +214,20 @@ def _throttle_run(ctx: Context, *, latency: float, faults: bool, days: int, page
     return ours, seed
 
 
+FULL_THROTTLE_PAGES = 600
+"""The size the throttle goals are set for (6 days of 100 pages, about 30 s ideal)."""
+
+
+def _small_throttle_run(run: ClientRun, pages: int, faults: bool) -> str:
+    """Why a quick throttle run's wall ratio is not judged: its fixed costs dwarf the ideal."""
+    ideal = run.requests / (R / 60.0)
+    first = run.first_request_after_spawn or 0.0
+    reason = f"{pages} pages, {ideal:.1f} s ideal, start-up {first:.2f} s of it"
+    if faults:
+        reason += ", a late back-off is all wall time"
+    return f"{reason}; set for {FULL_THROTTLE_PAGES} pages"
+
+
 def throttle(ctx: Context) -> list[Row]:
     """Wall time / (requests ÷ R) with the simulator throttling at R, healthy and with faults."""
     days, pages_per_day = (1, 40) if ctx.quick else (6, 100)
@@ -231,6 +245,7 @@ def throttle(ctx: Context) -> list[Row]:
             goal = 1.2 if faults else 1.05
             name = f"{label} ({latency * 1000:g} ms), {'5% faults' if faults else 'healthy'}"
             ours_ratio = ThrottleRun.ratio(ours)
+            small = _small_throttle_run(ours, pages, faults) if ctx.quick else ""
             details = {"requests": ours.requests, "wall": round(ours.proc.wall, 2),
                        "fetch_span_ratio": round(ThrottleRun.span_ratio(ours), 3),
                        "first_request": ours.first_request_after_spawn,
@@ -241,8 +256,8 @@ def throttle(ctx: Context) -> list[Row]:
                                 "seed_server_429": seed.count("rate_limited")})
             rows.append(Row("throttle", f"{name}: wall / (requests ÷ R)", ours_ratio,
                             ThrottleRun.ratio(seed) if seed else None, "",
-                            goal=f"≤ {goal}", passed=ours_ratio <= goal, digits=3,
-                            details=details))
+                            goal=f"≤ {goal}", passed=judged(ours_ratio <= goal, small),
+                            not_judged=small, digits=3, details=details))
             rows.append(Row("throttle", f"{name}: requests → last answer / (requests ÷ R)",
                             ThrottleRun.span_ratio(ours),
                             ThrottleRun.span_ratio(seed) if seed else None, "", digits=3))
@@ -286,7 +301,8 @@ def concurrency(ctx: Context) -> list[Row]:
             # shown for reference and does not count for the exit code.
             reference = 1.2 if faults else 1.05
             rows.append(Row("concurrency", f"{name}: wall / (requests ÷ R)", ratio, None,
-                            goal=f"(reference ≤ {reference})", passed=None, digits=3,
+                            goal=f"≤ {reference}", passed=None,
+                            not_judged="a sweep cell, shown for reference", digits=3,
                             details={"span_ratio": round(ThrottleRun.span_ratio(ours), 3),
                                      "max_rss_mb": round(ours.proc.max_rss_bytes / MB, 1),
                                      "server_429": ours.count("rate_limited")}))
@@ -310,6 +326,10 @@ class VolumeRun:
     seed: ClientRun | None
     simulator_cpu: float
     emulator_cpu: float
+
+
+FULL_VOLUME_RECORDS = 1_000_000
+"""The size the CPU goal is set for: at 100 k records start-up is a large share of the CPU."""
 
 
 def _volume_days(records: int) -> int:
@@ -341,7 +361,7 @@ def _volume_run(ctx: Context, records: int, with_seed: bool) -> VolumeRun:
 
 def volume(ctx: Context) -> list[Row]:
     """Peak RSS, peak local disk, records/s and CPU per record for 10 k .. 1 M records."""
-    sizes = (10_000, 100_000) if ctx.quick else (10_000, 100_000, 1_000_000)
+    sizes = (10_000, 100_000) if ctx.quick else (10_000, 100_000, FULL_VOLUME_RECORDS)
     runs = [_volume_run(ctx, size, with_seed=True) for size in sizes]
     rows: list[Row] = []
     for run in runs:
@@ -360,6 +380,13 @@ def volume(ctx: Context) -> list[Row]:
     rows.append(Row("memory", f"peak RSS {large.records:,} − {small.records:,} records", growth,
                     seed_growth, "MB", goal="≤ 15 MB", passed=growth <= 15, show_ratio=False,
                     digits=1))
+    cpu_goal = 50_000
+    cpu_small = ""
+    if large.records < FULL_VOLUME_RECORDS:
+        budget = large.records / cpu_goal
+        cpu_small = (f"set for {FULL_VOLUME_RECORDS:,} records; start-up (the "
+                     f"{small.records:,}-record run took {small.ours.proc.cpu_seconds:.2f} CPU s) "
+                     f"is a large share of this run's {budget:g} s")
     for run in runs:
         per_cpu = run.records / run.ours.proc.cpu_seconds
         seed = run.seed
@@ -371,8 +398,9 @@ def volume(ctx: Context) -> list[Row]:
                                  "emulator_cpu": round(run.emulator_cpu, 2)}))
         rows.append(Row("cpu", f"{run.records:,} records: records per CPU-second of the job",
                         per_cpu, run.records / seed.proc.cpu_seconds if seed else None,
-                        "rec/s", goal="≥ 50,000" if run is large else "",
-                        passed=per_cpu >= 50_000 if run is large else None, digits=0,
+                        "rec/s", goal=f"≥ {cpu_goal:,}" if run is large else "",
+                        passed=judged(per_cpu >= cpu_goal, cpu_small) if run is large else None,
+                        not_judged=cpu_small if run is large else "", digits=0,
                         details={"cpu": run.ours.proc.cpu_seconds}))
     rows.append(Row("cpu", f"CPU seconds per 100 k records ({large.records:,}-record run)",
                     large.ours.proc.cpu_seconds / large.records * 100_000,
