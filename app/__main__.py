@@ -13,11 +13,21 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.config import CloudRunTask, Settings, load_settings, overrides_from, parse_args
+from app.config import (
+    CloudRunTask,
+    InvalidSetting,
+    Settings,
+    load_settings,
+    overrides_from,
+    parse_args,
+)
 from app.errors import ConfigError, JobError, StorageCredentialsError
 from app.summary import EXIT_CONFIG, EXIT_RETRY
+
+if TYPE_CHECKING:
+    from app.sinks import Sink
 
 SIGTERM_GRACE = 9.0
 """After SIGTERM the job stops itself; if it has not exited after this long, exit 1 regardless."""
@@ -64,21 +74,49 @@ def _setup_logging(settings: Settings | None, env: Mapping[str, str]) -> None:
             register_secret(secret)
 
 
+def _error_class(exc: JobError) -> str:
+    """The contract's error class: missing storage credentials are bad configuration."""
+    return "config" if isinstance(exc, StorageCredentialsError) else exc.error_class
+
+
+def open_sink(settings: Settings) -> Sink:
+    """The job's sink, opened and probed with one cheap listing, before anything is fetched.
+
+    The listing (of this execution's own run folder, empty for a new execution) makes the GCS
+    client find its credentials and reach the bucket now, not after a day of fetching.
+    """
+    from app.sinks import make_sink
+
+    sink = make_sink(bucket=settings.gcs_bucket, prefix=settings.gcs_prefix,
+                     output_dir=settings.output_dir)
+    sink.list(f"runs/{settings.range_name}/{settings.task.execution}/")
+    return sink
+
+
 def run(settings: Settings, *, env: Mapping[str, str]) -> int:
-    """Run one execution with logging set up; returns the exit code."""
+    """Run one execution with logging set up; returns the exit code.
+
+    Storage is opened and probed first: missing credentials exit 2 before the job exists.
+    """
     from app.job import Job
     from app.logs import get_logger
     from app.reports import render_final_summary, render_skip_report
-    from app.sinks import make_sink
 
     log = get_logger()
     try:
-        sink = make_sink(bucket=settings.gcs_bucket, prefix=settings.gcs_prefix,
-                         output_dir=settings.output_dir)
-        job = Job(settings, sink=sink)
+        sink = open_sink(settings)
+    except StorageCredentialsError as exc:
+        log.error("storage_credentials_missing", error_class="config", variable="GCS_BUCKET",
+                  bucket=settings.gcs_bucket, error=str(exc))
+        return EXIT_CONFIG
     except JobError as exc:
         log.error("run_failed", error_class=exc.error_class, error=str(exc))
         return EXIT_RETRY
+    try:
+        job = Job(settings, sink=sink)
+    except JobError as exc:
+        log.error("run_failed", error_class=_error_class(exc), error=str(exc))
+        return EXIT_CONFIG if isinstance(exc, StorageCredentialsError) else EXIT_RETRY
 
     done = threading.Event()
 
@@ -97,7 +135,7 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     try:
         result = job.run()
     except JobError as exc:
-        log.error("run_failed", error_class=exc.error_class, error=str(exc))
+        log.error("run_failed", error_class=_error_class(exc), error=str(exc))
         return EXIT_CONFIG if isinstance(exc, StorageCredentialsError) else EXIT_RETRY
     except Exception as exc:
         log.exception("run_failed", error_class="other", error=f"{type(exc).__name__}: {exc}")
@@ -119,6 +157,23 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     return result.exit_code
 
 
+def _report_config_error(exc: ConfigError, env: Mapping[str, str]) -> None:
+    """One ERROR entry (and a line on stderr) naming the variable, the value and what is
+    expected, wholly in the log language (Chinese unless LOG_LANGUAGE=en, even when
+    LOG_LANGUAGE itself is the bad value). The `expected` field stays English."""
+    from app.logs import get_logger
+    from app.messages import render_message
+
+    _setup_logging(None, env)
+    language = "en" if env.get("LOG_LANGUAGE") == "en" else "zh"
+    expected = exc.expected_in(language) if isinstance(exc, InvalidSetting) else exc.expected
+    message = render_message("config_invalid", {"variable": exc.variable, "value": str(exc.value),
+                                                "expected": expected}, language)
+    get_logger().error("config_invalid", message=message, error_class="config",
+                       variable=exc.variable, value=str(exc.value), expected=exc.expected)
+    print(message, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environ = dict(os.environ if env is None else env)
     limit_malloc_arenas(environ)  # before any thread starts
@@ -127,15 +182,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         from app.demo import run_demo
 
         return run_demo(environ, overrides_from(args))
+    overrides = overrides_from(args)
     try:
-        settings = load_settings(environ, overrides_from(args))
+        settings = load_settings(environ, overrides)
     except ConfigError as exc:
-        _setup_logging(None, environ)
-        from app.logs import get_logger
-
-        get_logger().error("config_invalid", variable=exc.variable, value=str(exc.value),
-                           expected=exc.expected)
-        print(f"configuration error: {exc}", file=sys.stderr)
+        _report_config_error(exc, {**environ, **{k: v for k, v in overrides.items() if v is not None}})
         return EXIT_CONFIG
     _setup_logging(settings, environ)
     return run(settings, env=environ)

@@ -36,6 +36,13 @@ CATALOG: dict[str, tuple[str, str]] = {
         "❌ 配置错误：{variable}={value}，应为 {expected}",
         "❌ Invalid setting: {variable}={value}, expected {expected}",
     ),
+    "storage_credentials_missing": (
+        "❌ 配置错误：无法访问 GCS_BUCKET={bucket}，没有可用的 GCS 凭据。请为 Cloud Run 作业配置服务账号，"
+        "或在本地设置 GOOGLE_APPLICATION_CREDENTIALS（或运行 gcloud auth application-default login）",
+        "❌ Invalid setting: cannot use GCS_BUCKET={bucket}, no usable GCS credentials. Give the Cloud Run"
+        " job a service account, or locally set GOOGLE_APPLICATION_CREDENTIALS (or run"
+        " gcloud auth application-default login)",
+    ),
     "auth_ok": (
         "🔑 账户 {account} 认证成功",
         "🔑 Account {account} authenticated",
