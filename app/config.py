@@ -428,8 +428,9 @@ OPTIONS: tuple[Option, ...] = (
            "sent as filters[preferred_currency] on every conversions request: USD or MYR (any case);"
            " set it empty for the account's local currency", empty_allowed=True),
     Option("SNAPSHOT_MAX_AGE", "21600", _non_negative_float, _SECONDS_NON_NEGATIVE,
-           "seconds; a complete day snapshot younger than this is reused, not fetched again;"
-           " 0 fetches every day anew"),
+           "seconds; a complete day snapshot in the same currency that is younger than this, or was"
+           " written by this same execution (a task retry), is reused, not fetched again; 0 fetches"
+           " every day anew except this execution's own"),
     Option("REQUEST_TIMEOUT", "30", _request_timeout,
            Text(f"seconds > 0, at most {MAX_REQUEST_TIMEOUT:g}",
                 f"大于 0、不超过 {MAX_REQUEST_TIMEOUT:g} 的秒数"),
