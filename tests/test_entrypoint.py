@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from app.__main__ import limit_malloc_arenas
+from app.__main__ import limit_malloc_arenas, open_sink
+from app.config import load_settings
+from app.errors import StorageError
 from app.simulator import Simulator
+from app.sinks import GCSSink
+from tests.support.gcs_fixtures import GcsEmulator
 from tests.support.jobrun import job_env, run_job
 
 
@@ -106,3 +110,23 @@ def test_bad_log_language_message_is_wholly_chinese(tmp_path: Path) -> None:
     assert entry["message"] == "❌ 配置错误：LOG_LANGUAGE=fr，应为 zh 或 en"
     assert entry["expected"] == "zh or en"  # the field stays English for machines
     assert "应为 zh 或 en" in run.stderr
+
+
+@pytest.mark.timeout(60)
+def test_open_sink_reaches_the_bucket_first(gcs_emulator: GcsEmulator,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_sink lists the bucket at once: a bucket that is there opens, a missing one fails now."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
+    settings = load_settings({"INVOLVE_ASIA_API_SECRET": "demo-secret", "START_DATE": DAY,
+                              "END_DATE": DAY, "GCS_BUCKET": gcs_emulator.bucket})
+    sink = open_sink(settings)
+    assert isinstance(sink, GCSSink)
+    try:
+        assert sink.root == f"gs://{gcs_emulator.bucket}/conversions"
+        assert sink.list("") == []  # the probe wrote nothing
+    finally:
+        sink.close()
+    missing = load_settings({"INVOLVE_ASIA_API_SECRET": "demo-secret", "START_DATE": DAY,
+                             "END_DATE": DAY, "GCS_BUCKET": "no-such-bucket-here"})
+    with pytest.raises(StorageError, match="no-such-bucket-here"):
+        open_sink(missing)
