@@ -10,12 +10,20 @@ holds `{"error": "<text>"}` and the others still have values. Nothing here raise
 seconds a WARNING with the resources and the stack of every thread (what each one is blocked in),
 repeated each further `stall_timeout` while the stall lasts. It never stops the run: the
 per-request deadlines do that.
+
+Waiting out a back-off is not a stall. Threads that sleep through `Watchdog.backing_off(s)` (or a
+sleep wrapped by `Watchdog.backoff_sleep`) declare when their wait ends. While no page completes
+and every pending wait is such a back-off, still within its stated end, the watchdog logs a
+light `waiting_backoff` (no resources, no stacks) in place of `stall_detected`, at most once per
+`stall_timeout`. A back-off that overruns its end by more than `overrun_grace` seconds, or no
+progress with no back-off pending, is a stall as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import os
 import socket
 import sys
@@ -23,7 +31,8 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -289,8 +298,20 @@ def thread_stacks() -> list[dict[str, object]]:
     return stacks
 
 
+OVERRUN_GRACE = 5.0
+"""Seconds a declared back-off may run past its stated end before it counts as a stall."""
+
+
+@dataclass(frozen=True)
+class _Wait:
+    thread: str
+    started: float
+    ends: float
+
+
 class Watchdog:
-    """Heartbeat resource reports, and a loud report with every thread's stack on a stall."""
+    """Heartbeat resource reports, and a loud report with every thread's stack on a stall; a
+    light note instead while the job only waits out declared back-offs."""
 
     def __init__(
         self,
@@ -302,6 +323,7 @@ class Watchdog:
         clock: Callable[[], float] = time.monotonic,
         status: Callable[[], Mapping[str, object]] | None = None,
         tick: float = 1.0,
+        overrun_grace: float = OVERRUN_GRACE,
     ) -> None:
         self._monitor = monitor
         self._log = log
@@ -310,11 +332,17 @@ class Watchdog:
         self._clock = clock
         self._status = status
         self._tick = tick
+        self._overrun_grace = overrun_grace
         now = clock()
         self._last_progress = now
         self._stall_anchor = now
         self._stall_reports = 0
+        self._dumped_at = 0
+        """The stall count (`_stall_reports`) at which the last stack dump was logged."""
         self._next_heartbeat = now + report_interval
+        self._waits: dict[int, _Wait] = {}
+        self._wait_ids = itertools.count()
+        self._waits_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -322,19 +350,68 @@ class Watchdog:
         """A page completed: the stall timer starts again (one attribute write)."""
         self._last_progress = self._clock()
 
+    @contextlib.contextmanager
+    def backing_off(self, seconds: float) -> Iterator[None]:
+        """The calling thread waits out a back-off of `seconds` from now inside this block.
+
+        While every thread without progress is inside such a block, and none has run more than
+        `overrun_grace` past its stated end, no stall is reported. Thread-safe; nests."""
+        now = self._clock()
+        wait = _Wait(threading.current_thread().name, now, now + max(seconds, 0.0))
+        with self._waits_lock:
+            key = next(self._wait_ids)
+            self._waits[key] = wait
+        try:
+            yield
+        finally:
+            with self._waits_lock:
+                del self._waits[key]
+
+    def backoff_sleep(self, sleep: Callable[[float], object]) -> Callable[[float], object]:
+        """`sleep`, declaring each wait to the watchdog as a back-off (see `backing_off`).
+
+        For the pager's and the rate limiter's `sleep=`; keeps `sleep`'s return value (so
+        `threading.Event().wait` still tells whether it was set)."""
+
+        def declared(seconds: float) -> object:
+            if seconds <= 0:
+                return sleep(seconds)
+            with self.backing_off(seconds):
+                return sleep(seconds)
+
+        return declared
+
+    def _pending_waits(self) -> list[_Wait]:
+        with self._waits_lock:
+            return list(self._waits.values())
+
     def check(self, now: float | None = None) -> None:
-        """One step: a stall report if one is due, else a heartbeat if one is due."""
+        """One step: a stall report (or a back-off note) if one is due, else a heartbeat if
+        one is due."""
         now = self._clock() if now is None else now
         last = self._last_progress
         if last != self._stall_anchor:  # progress since the last check: a new stall count
             self._stall_anchor = last
             self._stall_reports = 0
+            self._dumped_at = 0
         stalled = now - last
-        if self._stall_timeout > 0:
+        if self._stall_timeout > 0 and stalled >= self._stall_timeout:
             due = int(stalled // self._stall_timeout)
+            waits = self._pending_waits()
+            overrun = [w for w in waits if now > w.ends + self._overrun_grace]
             if due > self._stall_reports:
                 self._stall_reports = due
-                self._report_stall(stalled)
+                if waits and not overrun:
+                    self._report_backoff(stalled, waits, now)
+                else:
+                    self._dumped_at = due
+                    self._report_stall(stalled, waits, now)
+                self._next_heartbeat = now + self._report_interval
+                return
+            if overrun and self._dumped_at < due:
+                # Quiet so far for this stall count, and now a back-off has overrun: say so now.
+                self._dumped_at = due
+                self._report_stall(stalled, waits, now)
                 self._next_heartbeat = now + self._report_interval
                 return
         if self._report_interval > 0 and now >= self._next_heartbeat:
@@ -358,11 +435,33 @@ class Watchdog:
         else:
             self._log.info("heartbeat", **fields)
 
-    def _report_stall(self, stalled: float) -> None:
+    def _report_backoff(self, stalled: float, waits: list[_Wait], now: float) -> None:
+        self._log.info(
+            "waiting_backoff",
+            seconds=round(stalled, 1),
+            backoffs=len(waits),
+            backoff_ends_in=round(max(w.ends for w in waits) - now, 1),
+            **self._status_fields(),
+        )
+
+    @staticmethod
+    def _describe_waits(waits: list[_Wait], now: float) -> list[dict[str, object]]:
+        return [
+            {
+                "thread": w.thread,
+                "seconds": round(w.ends - w.started, 1),
+                "overrun": round(max(now - w.ends, 0.0), 1),
+            }
+            for w in sorted(waits, key=lambda w: w.ends)
+        ]
+
+    def _report_stall(self, stalled: float, waits: list[_Wait], now: float) -> None:
         seconds = round(stalled, 1)
         language = logs.current_language()
         headline = render_message("stall_detected", {"seconds": seconds}, language)
         fields: dict[str, Any] = {"seconds": seconds, **self._status_fields()}
+        if waits:  # back-offs pending, one of them past its end: which, and by how much
+            fields["backoff_waits"] = self._describe_waits(waits, now)
         message = headline
         if self._monitor.enabled:
             snap = self._monitor.snapshot()

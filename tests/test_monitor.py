@@ -390,3 +390,135 @@ def test_background_thread_reports_and_stops_promptly() -> None:
         assert thread.daemon
     assert not thread.is_alive()
     assert "stall_detected" in stream.getvalue()
+
+
+# --- watchdog and declared back-offs ------------------------------------------------------------
+
+
+def test_a_declared_back_off_is_noted_lightly_instead_of_a_stall() -> None:
+    """No progress for stall_timeout while the only wait is a declared back-off within its end:
+    one INFO `waiting_backoff` (no stacks, no resources), once per stall_timeout, no stall."""
+    clock = FakeClock()
+    dog = make_watchdog(clock, interval=10_000, status=lambda: {"unit": "acme/2025-01-01"})
+    with capture_logs() as captured:
+        clock.now += 70
+        with dog.backing_off(60):  # ends at +130
+            dog.check(clock.now + 50)  # 120 s without progress
+            dog.check(clock.now + 55)
+            dog.check(clock.now + 59)
+    assert [(e["event"], e["log_level"]) for e in captured] == [("waiting_backoff", "info")]
+    (note,) = captured
+    assert (note["seconds"], note["backoffs"], note["backoff_ends_in"]) == (120.0, 1, 10.0)
+    assert note["status"] == {"unit": "acme/2025-01-01"}
+    assert "stacks" not in note and "resources" not in note
+
+
+def test_long_back_offs_in_a_row_never_dump_stacks() -> None:
+    """The seed's waits 10..60 s, back to back with no page completing: a note each
+    stall_timeout, never a stall_detected."""
+    clock = FakeClock()
+    dog = make_watchdog(clock, stall=120, interval=10_000)
+
+    def fake_sleep(seconds: float) -> None:
+        for _ in range(int(seconds)):  # the watchdog ticks once a second meanwhile
+            clock.now += 1
+            dog.check()
+
+    sleep = dog.backoff_sleep(fake_sleep)
+    with capture_logs() as captured:
+        for wait in (10, 20, 30, 40, 60, 60, 60):
+            sleep(wait)
+    assert [e["event"] for e in captured] == ["waiting_backoff"] * 2
+    assert [e["seconds"] for e in captured] == [120.0, 240.0]
+
+
+def test_a_back_off_that_overruns_its_end_is_a_stall_at_once() -> None:
+    """A declared 18 s back-off still pending 6 s after its end: stall_detected with stacks and
+    the overrun named, at that check, not a stall_timeout later; then again each stall_timeout."""
+    clock = FakeClock()
+    dog = make_watchdog(clock, enabled=False, interval=10_000)
+    with capture_logs() as captured:
+        clock.now += 100
+        with dog.backing_off(18):  # ends at +118; grace 5 s: overrun from +123
+            dog.check(clock.now + 20)
+            dog.check(clock.now + 23)
+            assert [e["event"] for e in captured] == ["waiting_backoff"]
+            dog.check(clock.now + 24)
+            dog.check(clock.now + 30)
+            dog.check(clock.now + 140)  # +240: the next stall count
+    assert [e["event"] for e in captured] == ["waiting_backoff", "stall_detected",
+                                              "stall_detected"]
+    stall = captured[1]
+    assert stall["log_level"] == "warning"
+    assert stall["seconds"] == 124.0
+    assert stall["backoff_waits"] == [{"thread": "MainThread", "seconds": 18.0, "overrun": 6.0}]
+    assert "MainThread" in [s["name"] for s in stall["stacks"]]
+
+
+def test_no_progress_once_the_back_off_has_ended_is_a_stall() -> None:
+    """A back-off that ended, then nothing: the next stall count is a stall_detected as before."""
+    clock = FakeClock()
+    dog = make_watchdog(clock, enabled=False, interval=10_000)
+    with capture_logs() as captured:
+        clock.now += 110
+        with dog.backing_off(30):
+            dog.check(clock.now + 10)
+        dog.check(clock.now + 130)  # 240 s without progress, no back-off pending
+    assert [e["event"] for e in captured] == ["waiting_backoff", "stall_detected"]
+    assert "backoff_waits" not in captured[1]
+
+
+def test_progress_after_a_back_off_starts_the_count_over() -> None:
+    """A page completing after a noted back-off resets the stall count: the next note or stall
+    comes a full stall_timeout later."""
+    clock = FakeClock()
+    dog = make_watchdog(clock, enabled=False, interval=10_000)
+    with capture_logs() as captured, dog.backing_off(400):
+        dog.check(clock.now + 120)
+        clock.now += 150
+        dog.progress()
+        dog.check(clock.now + 119)
+        assert len(captured) == 1
+        dog.check(clock.now + 120)
+    assert [e["event"] for e in captured] == ["waiting_backoff", "waiting_backoff"]
+    assert captured[1]["seconds"] == 120.0
+
+
+@pytest.mark.timeout(10)
+def test_back_offs_from_several_threads_are_tracked_until_each_returns() -> None:
+    """Three pool threads sleeping through a wrapped Event.wait: a note counting all three with
+    the latest end; each wait's return value passes through; once they return, a stall again."""
+    clock = FakeClock()
+    dog = make_watchdog(clock, enabled=False, stall=30, interval=10_000)
+    release = threading.Event()
+    asleep = threading.Semaphore(0)
+
+    def event_wait(seconds: float) -> bool:
+        asleep.release()  # inside the declared wait now
+        return release.wait(5)
+
+    sleep = dog.backoff_sleep(event_wait)
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def retrying(seconds: float) -> None:
+        outcome = sleep(seconds)
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=retrying, args=(s,), name=f"page-{s:g}")
+               for s in (40.0, 50.0, 60.0)]
+    for th in threads:
+        th.start()
+    with capture_logs() as captured:
+        for _ in threads:
+            assert asleep.acquire(timeout=5)
+        dog.check(clock.now + 30)
+        release.set()
+        for th in threads:
+            th.join()
+        dog.check(clock.now + 60)
+    assert results == [True, True, True]
+    assert [e["event"] for e in captured] == ["waiting_backoff", "stall_detected"]
+    assert captured[0]["backoffs"] == 3
+    assert captured[0]["backoff_ends_in"] == 30.0
