@@ -160,8 +160,12 @@ class AccountClient:
         on_token: Callable[[str], None] | None = None,
         on_request: Callable[[], None] | None = None,
         log: Any = None,
+        currency: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.currency = currency or None
+        """Sent as `filters[preferred_currency]` on every conversions request; None sends
+        nothing (the account's local currency)."""
         self._key = key
         self._secret = secret
         self._http = http
@@ -177,12 +181,14 @@ class AccountClient:
         self._token_expires = 0.0
         self._token_generation = 0
         self._lock = threading.Lock()
+        self._waits = threading.local()
         self.token_refreshes = 0
 
     # -- transport
 
     def _post(self, path: str, data: Mapping[str, str], token: str | None = None) -> HttpResponse:
-        self._limiter.acquire()
+        waited = self._limiter.acquire()
+        self._waits.seconds = getattr(self._waits, "seconds", 0.0) + waited
         if self._on_request is not None:
             self._on_request()
         headers = {"Accept": "application/json"}
@@ -190,7 +196,22 @@ class AccountClient:
             headers["Authorization"] = f"Bearer {token}"
         return self._http.post_form(f"{self.base_url}{path}", data, headers)
 
+    def throttle_wait(self) -> float:
+        """Seconds this thread's latest `fetch_page` call waited for the account's throttle
+        (every request it made, authentication included): not request time."""
+        seconds: float = getattr(self._waits, "seconds", 0.0)
+        return seconds
+
     # -- authentication
+
+    def sign_in(self) -> None:
+        """Authenticate now and use the new token from here on (raises like `authenticate`)."""
+        with self._lock:
+            renewing = self._token is not None
+            self._install(self.authenticate())
+            if renewing:
+                self.token_refreshes += 1
+            self._note("auth_ok")
 
     def authenticate(self) -> str:
         """Exchange key and secret for a token (raises InvalidCredentials when refused)."""
@@ -240,12 +261,15 @@ class AccountClient:
 
     def fetch_page(self, start: dt.date, end: dt.date, page: int, limit: int) -> Page:
         """One attempt at one page. A rejected token is renewed once and the request repeated."""
+        self._waits.seconds = 0.0
         form = {
             "start_date": start.isoformat(),
             "end_date": end.isoformat(),
             "page": str(page),
             "limit": str(limit),
         }
+        if self.currency is not None:
+            form["filters[preferred_currency]"] = self.currency
         token, generation = self._current_token()
         try:
             return self._parse_page(self._post("/conversions/range", form, token), page, limit)

@@ -4,17 +4,29 @@ the seed's 10-60 s waits cost nothing and are asserted exactly."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import gzip
 import json
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.errors import InvalidCredentials
+from app.errors import (
+    ApiUnreachable,
+    ConnectFailed,
+    FetchError,
+    HTTPStatusError,
+    InvalidCredentials,
+    RequestInterrupted,
+    RequestTimeout,
+)
 from app.http import HttpClient
 from app.involve_asia import AccountClient, Page
 from app.pager import Pager, RunState, SkippedPage
@@ -59,17 +71,17 @@ class Rig:
 
 def make_rig(sim: Simulator, tmp_path: Path, *, concurrency: int = 1, max_skipped: int = 10,
              timeout: float = 2.0, limit: int = 100, secret: str = "demo-secret",
-             limiter: RateLimiter | None = None) -> Rig:
+             limiter: RateLimiter | None = None, log: Any = None,
+             clock: Callable[[], float] = time.monotonic) -> Rig:
     state = RunState(max_skipped_pages=max_skipped)
     sleeps: list[float] = []
     http = HttpClient(timeout=timeout, connect_timeout=timeout)
     client = AccountClient(base_url=sim.base_url, key="general", secret=secret, http=http,
                            limiter=limiter or RateLimiter(per_minute=100_000))
-    from concurrent.futures import ThreadPoolExecutor
-
     pool = ThreadPoolExecutor(max_workers=concurrency) if concurrency > 1 else None
     pager = Pager(client=client, policy=RetryPolicy(jitter=0.0), state=state, account="default",
-                  page_limit=limit, concurrency=concurrency, pool=pool, sleep=sleeps.append)
+                  page_limit=limit, concurrency=concurrency, pool=pool, sleep=sleeps.append,
+                  log=log, clock=clock)
     return Rig(sim, pager, state, http, tmp_path, sleeps)
 
 
@@ -252,3 +264,357 @@ def test_a_server_throttled_at_our_rate_never_answers_429(make_simulator, rig_fa
         assert 429 not in statuses
     else:  # the injected sleep skips the Retry-After waits, so pages end up skipped: fine here
         assert 429 in statuses
+
+
+# -- a dead page 1 ---------------------------------------------------------------------------
+
+
+def range_pages(sim: Simulator) -> list[int]:
+    """The page of every conversions request the simulator saw, in order."""
+    return [e.page for e in sim.ledger.snapshot() if e.endpoint == "range" and e.page is not None]
+
+
+@pytest.mark.timeout(30)
+def test_a_dead_page_one_costs_one_page_not_the_day(make_simulator, rig_factory) -> None:  # type: ignore[no-untyped-def]
+    """Page 1 fails every attempt: page 2 sizes the day, 1,400 of 1,500 records, one skip."""
+    sim = make_simulator(records_per_day=1500, rate_limit_per_minute=None)
+    sim.add_fault(Fault(kind="http_503", date=DAY.isoformat(), page=1))
+    rig = rig_factory(sim)
+    ids, outcome = rig.fetch_unit(DAY)
+    assert len(ids) == len(set(ids)) == 1400
+    assert set(ids) < sim.expected_ids("default", DAY, DAY)
+    assert outcome.skipped == [1] and not outcome.interrupted and not outcome.complete
+    assert outcome.pages == 14 and outcome.count == 1500 and outcome.total_pages == 15
+    assert [(s.page, s.error_class) for s in rig.state.skipped] == [(1, "http_status")]
+    assert rig.state.stop_reason is None
+    assert sorted(set(range_pages(sim))) == list(range(1, 16))
+
+
+@pytest.mark.timeout(30)
+def test_the_second_pass_retries_a_dead_page_one_alone(make_simulator, rig_factory) -> None:  # type: ignore[no-untyped-def]
+    """Page 1 dead in the main pass, fine later: the second pass asks page 1 only, once."""
+    sim = make_simulator(records_per_day=1500, rate_limit_per_minute=None)
+    sim.add_fault(Fault(kind="http_500", date=DAY.isoformat(), page=1, attempts=set(range(1, 7))))
+    rig = rig_factory(sim)
+    ids, outcome = rig.fetch_unit(DAY)
+    assert outcome.skipped == [1] and len(ids) == 1400
+    before = len(range_pages(sim))
+    second = rig.pager.retry(DAY, outcome.skipped)
+    recovered = [item for item in second if isinstance(item, Page)]
+    assert range_pages(sim)[before:] == [1]
+    assert [p.page for p in recovered] == [1] and len(recovered[0].records) == 100
+    assert second.outcome is not None and second.outcome.complete
+    assert set(ids) | {r["conversion_id"] for r in recovered[0].records} == \
+        sim.expected_ids("default", DAY, DAY)
+    assert rig.state.skipped == []
+
+
+@pytest.mark.timeout(30)
+def test_thirteen_dead_pages_from_page_one_trip_the_skip_cap(make_simulator, rig_factory) -> None:  # type: ignore[no-untyped-def]
+    """Pages 1..13 dead: each is a skip, so the 11th (cap 10) stops the run: skip_cap."""
+    sim = make_simulator(records_per_day=2000, rate_limit_per_minute=None)
+    for page in range(1, 14):
+        sim.add_fault(Fault(kind="http_503", date=DAY.isoformat(), page=page))
+    rig = rig_factory(sim)
+    ids, outcome = rig.fetch_unit(DAY)
+    assert ids == []
+    assert rig.state.stop_reason == "skip_cap"
+    assert [s.page for s in rig.state.skipped] == list(range(1, 12))
+    assert outcome.interrupted and not outcome.complete
+    assert max(range_pages(sim)) == 11  # nothing asked after the 11th skip
+
+
+@pytest.mark.timeout(30)
+def test_a_one_page_day_with_a_dead_page_one_is_sized_by_page_two(make_simulator, rig_factory) -> None:  # type: ignore[no-untyped-def]
+    """50 records, page 1 dead: page 2 answers count 50 and no records; page 1 alone is skipped."""
+    sim = make_simulator(records_per_day=50, rate_limit_per_minute=None)
+    sim.add_fault(Fault(kind="malformed_json", date=DAY.isoformat(), page=1))
+    rig = rig_factory(sim)
+    ids, outcome = rig.fetch_unit(DAY)
+    assert ids == []
+    assert outcome.skipped == [1] and not outcome.interrupted
+    assert outcome.count == 50 and outcome.total_pages == 1
+    assert [s.page for s in rig.state.skipped] == [1]
+    assert sorted(set(range_pages(sim))) == [1, 2]
+
+
+@pytest.mark.timeout(30)
+def test_dead_pages_past_the_end_are_not_skips(make_simulator, rig_factory) -> None:  # type: ignore[no-untyped-def]
+    """150 records (2 pages), pages 1..3 dead: page 4 sizes the day; page 3 held nothing, so
+    only pages 1 and 2 stay skipped."""
+    sim = make_simulator(records_per_day=150, rate_limit_per_minute=None)
+    for page in (1, 2, 3):
+        sim.add_fault(Fault(kind="http_502", date=DAY.isoformat(), page=page))
+    rig = rig_factory(sim)
+    ids, outcome = rig.fetch_unit(DAY)
+    assert ids == []
+    assert outcome.skipped == [1, 2] and outcome.total_pages == 2
+    assert [s.page for s in rig.state.skipped] == [1, 2]
+
+
+# -- small fakes for what the simulator cannot do: a SIGTERM abort, a client that reports waits
+
+
+class RecordingLog:
+    """An EventLog that keeps (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
+
+    def _add(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        self.entries.append((level, event, fields))
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._add("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._add("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._add("error", event, fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._add("debug", event, fields)
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [fields for _, name, fields in self.entries if name == event]
+
+
+class ScriptedSource:
+    """A PageSource of `count` records; `script(page, attempt)` returns an error to raise."""
+
+    def __init__(self, count: int, script: Callable[[int, int], FetchError | None]) -> None:
+        self.count = count
+        self.script = script
+        self.attempts: collections.Counter[int] = collections.Counter()
+
+    def fetch_page(self, start: dt.date, end: dt.date, page: int, limit: int) -> Page:
+        self.attempts[page] += 1
+        error = self.script(page, self.attempts[page])
+        if error is not None:
+            raise error
+        pages = max(1, -(-self.count // limit))
+        first = (page - 1) * limit
+        records = [{"conversion_id": i} for i in range(first, min(first + limit, self.count))]
+        return Page(page=page, limit=limit, count=self.count,
+                    next_page=page + 1 if page < pages else None, records=records)
+
+
+def scripted_pager(source: ScriptedSource, *, concurrency: int = 1,
+                   sleep: Callable[[float], object] | None = None
+                   ) -> tuple[Pager, RunState, RecordingLog, list[float]]:
+    state = RunState(max_skipped_pages=10)
+    log = RecordingLog()
+    sleeps: list[float] = []
+    pool = ThreadPoolExecutor(max_workers=concurrency * 2) if concurrency > 1 else None
+    pager = Pager(client=source, policy=RetryPolicy(jitter=0.0), state=state, account="default",
+                  concurrency=concurrency, pool=pool, sleep=sleep or sleeps.append, log=log)
+    return pager, state, log, sleeps
+
+
+def assert_nothing_counted(state: RunState, log: RecordingLog) -> None:
+    assert state.skipped == []
+    assert state.errors == {}
+    assert log.named("page_retry") == [] and log.named("page_skipped") == []
+
+
+# -- SIGTERM's requests ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_requests_cut_by_sigterm_are_interrupted_not_skipped(concurrency: int) -> None:
+    """After abort_all every request raises RequestInterrupted: no skip, no retry, no error
+    counted, no page_retry/page_skipped line; the outcome says interrupted."""
+    state_box: list[RunState] = []
+    aborted = False
+
+    def script(page: int, attempt: int) -> FetchError | None:
+        nonlocal aborted
+        if page == 3:
+            aborted = True
+            state_box[0].request_stop("interrupted")  # what the SIGTERM handler does
+        return RequestInterrupted("request cut short: the job is stopping") if aborted else None
+
+    source = ScriptedSource(1000, script)
+    pager, state, log, sleeps = scripted_pager(source, concurrency=concurrency)
+    state_box.append(state)
+    run = pager.unit(DAY)
+    pages = [item.page for item in run if isinstance(item, Page)]
+    assert run.outcome is not None
+    assert run.outcome.interrupted and run.outcome.skipped == [] and not run.outcome.complete
+    assert 3 not in pages and 1 in pages
+    assert sleeps == []
+    assert_nothing_counted(state, log)
+    assert source.attempts[3] == 1
+
+
+@pytest.mark.timeout(30)
+def test_any_failure_while_the_run_stops_is_interrupted() -> None:
+    """A timeout raised once the stop flag is up is not retried, counted or skipped."""
+    state_box: list[RunState] = []
+
+    def script(page: int, attempt: int) -> FetchError | None:
+        if page == 2:
+            state_box[0].request_stop("interrupted")
+            return RequestTimeout("request exceeded 30s")
+        return None
+
+    source = ScriptedSource(500, script)
+    pager, state, log, sleeps = scripted_pager(source)
+    state_box.append(state)
+    run = pager.unit(DAY)
+    list(run)
+    assert run.outcome is not None and run.outcome.interrupted and run.outcome.skipped == []
+    assert source.attempts[2] == 1 and sleeps == []
+    assert_nothing_counted(state, log)
+
+
+@pytest.mark.timeout(30)
+def test_a_page_in_back_off_when_the_run_stops_is_not_sent_again_nor_skipped() -> None:
+    """A stop during a retry wait: the retry is never sent and the page is not a skip."""
+    state_box: list[RunState] = []
+
+    def stop_while_waiting(seconds: float) -> None:
+        state_box[0].request_stop("interrupted")
+
+    source = ScriptedSource(300, lambda page, attempt: HTTPStatusError("HTTP 500", status=500)
+                            if page == 2 else None)
+    pager, state, log, _ = scripted_pager(source, sleep=stop_while_waiting)
+    state_box.append(state)
+    run = pager.unit(DAY)
+    list(run)
+    assert run.outcome is not None and run.outcome.interrupted and run.outcome.skipped == []
+    assert source.attempts[2] == 1
+    assert state.skipped == [] and log.named("page_skipped") == []
+    assert state.errors == {"http_status": 1}  # the failure before the stop was real
+
+
+# -- an unreachable API ------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.timeout(30)
+def test_a_closed_port_raises_api_unreachable_after_three_attempts() -> None:
+    """Nothing listens: three refused connections, waits 10 and 20 (injected), ApiUnreachable,
+    the run stopped as fatal; nothing skipped."""
+    http = HttpClient(timeout=2.0, connect_timeout=2.0)
+    client = AccountClient(base_url=f"http://127.0.0.1:{closed_port()}", key="general",
+                           secret="demo-secret", http=http,
+                           limiter=RateLimiter(per_minute=100_000))
+    state = RunState(max_skipped_pages=10)
+    sleeps: list[float] = []
+    pager = Pager(client=client, policy=RetryPolicy(jitter=0.0), state=state, account="default",
+                  sleep=sleeps.append)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ApiUnreachable, match="none has ever reached the API"):
+            list(pager.unit(DAY))
+    finally:
+        http.close()
+    assert time.monotonic() - started < 5
+    assert sleeps == [10, 20]
+    assert state.errors == {"network": 3}
+    assert state.stop_reason == "fatal"
+    assert state.skipped == []
+
+
+@pytest.mark.timeout(30)
+def test_connection_failures_after_a_success_are_ordinary_retries(make_simulator, rig_factory) -> None:  # type: ignore[no-untyped-def]
+    """One day fetched, then the server goes away: refused connections are retried with the
+    full back-off and skipped, never ApiUnreachable."""
+    sim = make_simulator(records_per_day=300, rate_limit_per_minute=None)
+    rig = rig_factory(sim, max_skipped=1)
+    ids, outcome = rig.fetch_unit(DAY)
+    assert outcome.complete and len(ids) == 300
+    sim.stop()
+    _, outcome = rig.fetch_unit(DAY + dt.timedelta(days=1))
+    assert rig.sleeps == [10, 20, 30, 40, 60] * 2
+    assert [(s.page, s.error_class) for s in rig.state.skipped] == [(1, "network"), (2, "network")]
+    assert rig.state.stop_reason == "skip_cap"
+    assert outcome.interrupted
+
+
+@pytest.mark.timeout(30)
+def test_other_answers_between_refusals_keep_the_account_reachable() -> None:
+    """Refused, a 503, refused, refused: not three refusals in a row, so no ApiUnreachable."""
+    kinds = {1: ConnectFailed("refused"), 2: HTTPStatusError("HTTP 503", status=503),
+             3: ConnectFailed("refused"), 4: ConnectFailed("refused")}
+    source = ScriptedSource(100, lambda page, attempt: kinds.get(attempt))
+    pager, state, _, sleeps = scripted_pager(source)
+    run = pager.unit(DAY)
+    assert [item.page for item in run if isinstance(item, Page)] == [1]
+    assert source.attempts[1] == 5 and len(sleeps) == 4
+    assert state.errors == {"network": 3, "http_status": 1}
+
+
+# -- honest page durations ---------------------------------------------------------------------
+
+
+class SteppedClock:
+    """Real monotonic time plus everything slept: waits cost nothing but show on the clock."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.mark.timeout(30)
+def test_page_durations_leave_out_the_throttle_wait(make_simulator, rig_factory) -> None:  # type: ignore[no-untyped-def]
+    """At 60 requests a minute each page waits ~1 s for the throttle: that shows as wait_ms,
+    while duration_ms is the request alone (retries too)."""
+    sim = make_simulator(records_per_day=400, rate_limit_per_minute=None)
+    sim.add_fault(Fault(kind="http_500", date=DAY.isoformat(), page=3, attempts={1}))
+    clock = SteppedClock()
+    log = RecordingLog()
+    limiter = RateLimiter(per_minute=60, min_interval=0.5, clock=clock, sleep=clock.sleep)
+    rig = rig_factory(sim, limiter=limiter, log=log, clock=clock)  # one clock, as in the job
+    ids, outcome = rig.fetch_unit(DAY)
+    assert outcome.complete and len(ids) == 400
+    fetched = log.named("page_fetched")
+    assert [f["page"] for f in fetched] == [1, 2, 3, 4]
+    for entry in [*fetched[1:], *log.named("page_retry")]:
+        assert entry["wait_ms"] >= 990, entry
+        assert entry["duration_ms"] < 900, entry
+    assert len(log.named("page_retry")) == 1
+    assert clock.offset >= 4.0  # four sends after the first, one second apart
+
+
+# -- currency ----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("currency", [None, "USD", "MYR"])
+def test_every_conversions_request_carries_the_currency(make_simulator, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                        currency: str | None) -> None:
+    """AccountClient(currency=X) sends filters[preferred_currency]=X on every conversions
+    request, a retried one and one repeated after a token renewal included; None sends none."""
+    sim = make_simulator(records_per_day=250, rate_limit_per_minute=None)
+    sim.add_fault(Fault(kind="http_502", date=DAY.isoformat(), page=2, attempts={1}))
+    sim.add_fault(Fault(kind="token_revoked", date=DAY.isoformat(), page=3, attempts={1}))
+    with HttpClient(timeout=2.0) as http:
+        client = AccountClient(base_url=sim.base_url, key="general", secret="demo-secret",
+                               http=http, limiter=RateLimiter(per_minute=100_000),
+                               currency=currency)
+        pager = Pager(client=client, policy=RetryPolicy(jitter=0.0),
+                      state=RunState(max_skipped_pages=10), account="default",
+                      sleep=lambda seconds: None)
+        run = pager.unit(DAY)
+        records = [r for item in run if isinstance(item, Page) for r in item.records]
+    assert run.outcome is not None and run.outcome.complete and len(records) == 250
+    entries = [e for e in sim.ledger.snapshot() if e.endpoint == "range"]
+    assert len(entries) == 5  # 3 pages, one retry, one repeat after the token renewal
+    assert {e.preferred_currency for e in entries} == {currency}
+    expected = currency or sim.local_currency("default")
+    assert {r["currency"] for r in records} == {expected}
