@@ -406,7 +406,7 @@ def test_setup_creates_metrics_dashboard_channel_and_policies(
 
 
 def _metric_name(call: dict[str, Any]) -> str:
-    args = call["args"]
+    args: list[str] = call["args"]
     return args[args.index("create") + 1]
 
 
