@@ -674,6 +674,16 @@ def test_compose_wires_job_to_simulator_and_emulator() -> None:
     assert gcs["build"]["dockerfile"] == EMULATOR_DOCKERFILE.name
 
 
+def test_compose_stops_cleanly_and_speaks_one_language() -> None:
+    """The emulator (PID 1 without a SIGTERM handler) gets an init or SIGINT to stop on, and
+    the simulator's notes use the job's LOG_LANGUAGE."""
+    services = load_yaml(COMPOSE_YAML)["services"]
+    gcs = services["gcs"]
+    assert gcs.get("init") is True or gcs.get("stop_signal") == "SIGINT"
+    assert services["simulator"]["environment"]["LOG_LANGUAGE"] == (
+        services["job"]["environment"]["LOG_LANGUAGE"])
+
+
 def test_emulator_image_pins_the_tested_emulator_version() -> None:
     """The compose emulator image installs the gcp-storage-emulator version the tests use."""
     dev = (REPO / "requirements-dev.txt").read_text(encoding="utf-8")
