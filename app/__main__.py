@@ -55,7 +55,7 @@ def limit_malloc_arenas(env: Mapping[str, str]) -> bool:
     return bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
 
 
-def _setup_logging(settings: Settings | None, env: Mapping[str, str]) -> None:
+def setup_logging(settings: Settings | None, env: Mapping[str, str]) -> None:
     from app.logs import configure_logging, register_secret, resolve_format
 
     task = settings.task if settings else CloudRunTask(job=env.get("CLOUD_RUN_JOB") or "local")
@@ -164,7 +164,7 @@ def _report_config_error(exc: ConfigError, env: Mapping[str, str]) -> None:
     from app.logs import get_logger
     from app.messages import render_message
 
-    _setup_logging(None, env)
+    setup_logging(None, env)
     language = "en" if env.get("LOG_LANGUAGE") == "en" else "zh"
     expected = exc.expected_in(language) if isinstance(exc, InvalidSetting) else exc.expected
     message = render_message("config_invalid", {"variable": exc.variable, "value": str(exc.value),
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ConfigError as exc:
         _report_config_error(exc, {**environ, **{k: v for k, v in overrides.items() if v is not None}})
         return EXIT_CONFIG
-    _setup_logging(settings, environ)
+    setup_logging(settings, environ)
     return run(settings, env=environ)
 
 

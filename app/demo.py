@@ -2,8 +2,10 @@
 
 No credentials, no network, no cloud: the simulator serves two made-up accounts on 127.0.0.1
 with faults switched on (random transient errors, a server that goes silent, a token that
-expires mid-run), and the result lands in a local folder (OUTPUT_DIR, default ./demo-output).
-Waits are scaled down so the whole run takes seconds, not minutes.
+expires mid-run), and the data lands in a local folder (OUTPUT_DIR, default ./demo-output).
+Then Involve Asia "validates" (statuses move, late conversions arrive) and a second execution
+refreshes the same days (SNAPSHOT_MAX_AGE=0): its summary counts what changed.
+Waits are scaled down so the whole demo takes seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ def demo_environment(base_url: str, env: Mapping[str, str], end: dt.date) -> dic
 
 
 def run_demo(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> int:
-    from app.__main__ import _setup_logging, run
+    from app.__main__ import run, setup_logging
     from app.config import load_settings
     from app.simulator import Fault, SimAccount, Simulator
+    from app.store import DAYS_PREFIX, RUNS_PREFIX
 
     end = dt.date.today() - dt.timedelta(days=2)
     accounts = [SimAccount(name=a["name"], key=a["key"], secret=a["secret"])
                 for a in DEMO_ACCOUNTS]
+    flags = {k: v for k, v in overrides.items() if k in ("LOG_FORMAT", "LOG_LANGUAGE", "OUTPUT_DIR")}
+    codes: list[int] = []
     with Simulator(accounts=accounts, records_per_day=420, seed=7, token_ttl=1.5,
                    rate_limit_per_minute=1200, fault_rate=0.04, hang_seconds=30.0) as sim:
         day = end.isoformat()
@@ -61,20 +66,27 @@ def run_demo(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> int
         sim.add_fault(Fault(kind="http_503", account="demo-shop", date=day, page=3,
                             attempts={1, 2}))
         demo_env = demo_environment(sim.base_url, env, end)
-        settings = load_settings({**demo_env}, {k: v for k, v in overrides.items()
-                                                if k in ("LOG_FORMAT", "LOG_LANGUAGE",
-                                                         "OUTPUT_DIR")})
-        # Demo data only: start from an empty range folder so every demo run does the whole job.
-        shutil.rmtree(Path(settings.output_dir) / settings.range_name, ignore_errors=True)
-        _setup_logging(settings, demo_env)
-        code = run(settings, env=demo_env)
-    root = Path(settings.output_dir) / settings.range_name
+        root = Path(load_settings(demo_env, flags).output_dir)
+        # Demo data only: start from an empty store so every demo does the whole job.
+        for prefix in (DAYS_PREFIX, RUNS_PREFIX):
+            shutil.rmtree(root / prefix, ignore_errors=True)
+        executions: list[tuple[str, Path]] = []
+        for name, extra in (("demo-first", {}), ("demo-refresh", {"SNAPSHOT_MAX_AGE": "0"})):
+            if executions:
+                # Involve Asia validates: pending conversions are approved or rejected, and a
+                # few late ones arrive; the refresh then reports exactly that.
+                sim.advance_validation()
+                sim.insert_records("demo-shop", day, 3)
+            settings = load_settings({**demo_env, **extra, "CLOUD_RUN_EXECUTION": name}, flags)
+            setup_logging(settings, demo_env)
+            codes.append(run(settings, env=demo_env))
+            executions.append((name, root / RUNS_PREFIX / settings.range_name / name))
     english = settings.log_language == "en"
-    lines = [
-        "",
-        ("Demo finished, exit code " if english else "演示结束，退出码 ") + str(code),
-        ("  result:  " if english else "  结果文件: ") + str(root / "conversions.ndjson.gz"),
-        ("  summary: " if english else "  运行摘要: ") + str(root / "summary.json"),
-    ]
+    lines = ["", ("Demo finished, exit codes " if english else "演示结束，退出码 ")
+             + ", ".join(map(str, codes)),
+             ("  day store: " if english else "  每日数据: ") + str(root / DAYS_PREFIX)]
+    for name, folder in executions:
+        lines.append(f"  {name}: " + str(folder / "conversions.ndjson.gz"))
+        lines.append(" " * (len(name) + 4) + str(folder / "summary.json"))
     print("\n".join(lines), file=sys.stderr)
-    return code
+    return max(codes)

@@ -1,20 +1,24 @@
-"""One job execution: plan (account, day) units, take this task's share, skip what is already
-stored, fetch the rest, run the second pass, store parts, compose the result, write the summary.
+"""One job execution: plan (account, day) units, take this task's share, reuse the fresh day
+snapshots, fetch the rest, run the second pass, replace day snapshots, compose the run's result,
+write the summary.
 
 Nothing below this module knows about Cloud Run tasks; this module knows nothing about HTTP or
-where bytes end up (that is `involve_asia`/`http` and `sinks`).
+where bytes end up (that is `involve_asia`/`http`, and `store`/`sinks`). The run's status and
+exit code are decided in `outcome.decide`, from the unit states this module records.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import datetime as dt
+import functools
+import gzip
 import secrets
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,17 +26,19 @@ from typing import Any
 
 from app import summary as summary_mod
 from app.config import Account, Settings
-from app.errors import AlreadyExists, FatalFetchError, JobError, StorageError
+from app.errors import AlreadyExists, JobError, StorageError
 from app.http import HttpClient
 from app.involve_asia import AccountClient, Page
 from app.logs import current_language, get_logger, register_secret
 from app.messages import error_class_label
 from app.monitor import ResourceMonitor, Watchdog
-from app.output import Layout, UnitOutput, count_lines, put_json, read_json
+from app.outcome import Outcome, Status, StopReason, UnitState, decide
+from app.output import UnitOutput, put_json, read_json
 from app.pager import Pager, RunState, UnitOutcome
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
 from app.sinks import ObjectInfo, Sink, is_compose_scratch
+from app.store import DayStore, RunLayout, Snapshot, SnapshotMeta, iso_utc, total_changes
 from app.writer import UnitWriter
 
 PAGE_WINDOW_FACTOR = 4
@@ -80,18 +86,25 @@ class RecordBudget:
 
 @dataclass
 class UnitReport:
+    """What became of one unit: its state, and the run's copy of its data (`object`)."""
+
     account: str
     date: str
-    state: str  # done | partial | missing | resumed
+    state: UnitState
     records: int = 0
     pages: int = 0
     duplicates: int = 0
     object: str | None = None
     size: int = 0
+    crc32c: str = ""
+    fetched_at: str | None = None
+    """When the data this run serves for the day was fetched (ISO UTC)."""
     missing_pages: list[int] = field(default_factory=list)
+    change: dict[str, Any] | None = None
+    """Against the snapshot this run replaced (DayChange.as_dict()), if it replaced one."""
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "state": self.state.value}
 
 
 @dataclass
@@ -101,6 +114,17 @@ class JobResult:
     summary: dict[str, Any]
 
 
+@dataclass
+class OpenUnit:
+    """A unit being fetched: its writer, where its chunks go, and when its fetch started."""
+
+    unit: Unit
+    writer: UnitWriter
+    output: UnitOutput
+    started_at: float
+    """Wall clock at the start of the fetch: the snapshot's `fetched_at`."""
+
+
 class Job:
     def __init__(
         self,
@@ -108,6 +132,7 @@ class Job:
         *,
         sink: Sink,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] | None = None,
         stop: threading.Event | None = None,
         chunk_bytes: int | None = None,
@@ -115,14 +140,16 @@ class Job:
     ) -> None:
         self.settings = settings
         self.sink = sink
-        self.layout = Layout(settings.range_name)
+        self.layout = RunLayout(settings.range_name, settings.task.execution)
+        self.store = DayStore(sink)
+        self.currency = settings.preferred_currency or ""
         self.clock = clock
+        self.wall_clock = wall_clock
         self.stop = stop or threading.Event()
         self._sleep = sleep or (self.stop.wait)
         self.state = RunState(max_skipped_pages=settings.max_skipped_pages, stop=self.stop)
         self.budget = RecordBudget(settings.max_records)
-        self.run_id = (f"{settings.task.execution}-t{settings.task.index}"
-                       f"-a{settings.task.attempt}-{secrets.token_hex(4)}")
+        self.run_id = (f"t{settings.task.index}-a{settings.task.attempt}-{secrets.token_hex(4)}")
         self.log = get_logger()
         self.monitor = ResourceMonitor(
             output_dir=None if settings.gcs_bucket else settings.output_dir,
@@ -136,15 +163,16 @@ class Job:
         self._chunk_bytes = chunk_bytes
         self._token_ttl = token_ttl
         self._started = clock()
-        self._progress = {"units_total": 0, "units_done": 0}
+        self._progress = Progress()
         self._watchdog: Watchdog | None = None
+        self._fetch_sleep: Callable[[float], object] = self._sleep
 
     # ------------------------------------------------------------------ control
 
     def interrupt(self) -> None:
         """SIGTERM: take no new page, abort requests in flight, finish up."""
         self.log.warning("sigterm_received")
-        self.state.request_stop("interrupted")
+        self.state.request_stop(StopReason.INTERRUPTED)
         for client in list(self._clients):
             client.abort_all()
 
@@ -152,27 +180,24 @@ class Job:
 
     def run(self) -> JobResult:
         settings = self.settings
-        all_units = plan_units(settings)
-        mine = task_share(all_units, settings.task.index, settings.task.count)
-        self._progress["units_total"] = len(mine)
+        mine = task_share(plan_units(settings), settings.task.index, settings.task.count)
         self.log.info("job_started", start_date=settings.start_date.isoformat(),
                       end_date=settings.end_date.isoformat(),
                       accounts=[a.name for a in settings.accounts], units=len(mine),
                       task_index=settings.task.index, task_count=settings.task.count,
-                      output=self.sink.root, run_id=self.run_id)
+                      output=self.sink.root, run_id=self.run_id,
+                      currency=self.currency or None)
 
         existing = read_json(self.sink, self.layout.summary)
-        if existing is not None and existing.get("status") == summary_mod.SUCCEEDED:
+        if existing is not None and existing.get("status") == Status.SUCCEEDED:
             self.log.info("range_already_complete", object=self.layout.summary)
-            return JobResult(summary_mod.EXIT_OK, summary_mod.SUCCEEDED, existing)
+            return JobResult(summary_mod.EXIT_OK, Status.SUCCEEDED, existing)
 
-        done = {info.name for info in self.sink.list(self.layout.parts_prefix)}
         todo: dict[str, list[Unit]] = {}
         for unit in mine:
-            if self.layout.part(unit.account.name, unit.date) in done:
-                self._resume(unit)
-            else:
+            if not self._reuse(unit):
                 todo.setdefault(unit.account.name, []).append(unit)
+        self._progress.units_total = sum(len(units) for units in todo.values())
 
         watchdog = Watchdog(monitor=self.monitor, log=self.log,
                             stall_timeout=settings.stall_timeout,
@@ -180,6 +205,8 @@ class Job:
                             clock=self.clock, status=self._status)
         watchdog.start()
         self._watchdog = watchdog
+        # Back-off and throttle waits are declared to the watchdog: waiting is not a stall.
+        self._fetch_sleep = watchdog.backoff_sleep(self._sleep)
         scratch = Path(tempfile.mkdtemp(prefix="involve-asia-"))
         try:
             self._fetch_all(todo, scratch)
@@ -204,24 +231,40 @@ class Job:
         if self._fatal is not None and not isinstance(self._fatal, JobError):
             raise self._fatal
 
-    def _resume(self, unit: Unit) -> None:
+    # ------------------------------------------------------------------ reuse
+
+    def _reuse(self, unit: Unit) -> bool:
+        """Serve the unit from its day snapshot if that is complete, in this currency, and
+        fresh (or this execution's own): resume, and the overlap of two ranges."""
         name = unit.account.name
-        manifest = read_json(self.sink, self.layout.manifest(name, unit.date))
-        if manifest is None:
-            # Killed between the part and its manifest: count the part once and write it.
-            part = self.layout.part(name, unit.date)
-            info = self.sink.stat(part)
-            manifest = {"account": name, "date": unit.date, "records": count_lines(self.sink, part),
-                        "pages": 0, "object": part, "size": info.size if info else 0,
-                        "crc32c": info.crc32c if info else ""}
-            with contextlib.suppress(AlreadyExists):
-                put_json(self.sink, self.layout.manifest(name, unit.date), manifest)
-        self.log.info("unit_already_done", account=name, date=unit.date,
-                      records=manifest.get("records"))
-        self._add_report(UnitReport(name, unit.date, "resumed",
-                                    records=int(manifest.get("records", 0)),
-                                    object=str(manifest.get("object")),
-                                    size=int(manifest.get("size", 0))))
+        for _ in range(3):
+            snapshot = self.store.look(name, unit.date)
+            if not self.store.reusable(snapshot, now=self.wall_clock(),
+                                       max_age=self.settings.snapshot_max_age,
+                                       execution=self.settings.task.execution,
+                                       currency=self.currency):
+                return False
+            assert snapshot is not None and snapshot.meta is not None
+            info = self._serve(unit, snapshot, attempt=_)
+            if info is None:
+                continue  # replaced meanwhile: look again
+            self.log.info("snapshot_reused", account=name, date=unit.date,
+                          records=snapshot.meta.records,
+                          fetched_at=iso_utc(snapshot.meta.fetched_at),
+                          execution=snapshot.meta.execution)
+            self._add_report(UnitReport(name, unit.date, UnitState.REUSED,
+                                        records=snapshot.meta.records, object=info.name,
+                                        size=info.size, crc32c=info.crc32c,
+                                        fetched_at=iso_utc(snapshot.meta.fetched_at)))
+            return True
+        return False
+
+    def _serve(self, unit: Unit, snapshot: Snapshot, *, attempt: int) -> ObjectInfo | None:
+        """This run's own copy of a snapshot it serves (reused or kept)."""
+        target = self.layout.part(unit.account.name, unit.date, f"{self.run_id}-s{attempt}")
+        return self.store.copy_for_run(snapshot, target)
+
+    # ------------------------------------------------------------------ one account
 
     def _run_account(self, account: Account, units: list[Unit], scratch: Path) -> None:
         settings = self.settings
@@ -234,43 +277,42 @@ class Job:
             http.abort_all()
         limiter = RateLimiter(per_minute=settings.requests_per_minute,
                               min_interval=settings.request_delay,
-                              clock=self.clock, sleep=self._sleep)
+                              clock=self.clock, sleep=self._fetch_sleep)
         extra: dict[str, Any] = {}
         if self._token_ttl is not None:
             extra["token_ttl"] = self._token_ttl
         client = AccountClient(base_url=settings.base_url, key=account.key, secret=account.secret,
                                http=http, limiter=limiter, clock=self.clock,
+                               currency=settings.preferred_currency,
                                on_token=register_secret, log=log, **extra)
         policy = RetryPolicy(max_retries=settings.max_retry_attempts,
                              backoff=settings.retry_backoff,
                              rate_limit_delay=settings.rate_limit_delay)
-        held: list[tuple[Unit, UnitWriter, UnitOutput, UnitOutcome]] = []
+        held: list[tuple[OpenUnit, UnitOutcome]] = []
         # Workers beyond FETCH_CONCURRENCY only wait (back-off or the in-flight cap); they let
         # the pages behind a retrying page go ahead.
         with ThreadPoolExecutor(max_workers=settings.fetch_concurrency * PAGE_WINDOW_FACTOR,
                                 thread_name_prefix=f"fetch-{account.name}") as pool:
             pager = Pager(client=client, policy=policy, state=self.state, account=account.name,
                           page_limit=settings.page_limit, concurrency=settings.fetch_concurrency,
-                          pool=pool, sleep=self._sleep, clock=self.clock, log=log,
+                          pool=pool, sleep=self._fetch_sleep, clock=self.clock, log=log,
                           on_trouble=self._trouble, on_page=self._on_page)
             try:
                 self._main_pass(account, units, pager=pager, scratch=scratch, held=held, log=log)
-                held.sort(key=lambda entry: entry[0].date)
+                held.sort(key=lambda entry: entry[0].unit.date)
                 if held and not self.stop.is_set():
-                    log.info("second_pass_started", pages=sum(len(o.skipped) for *_, o in held))
-                for unit, writer, output, first in held:
-                    if self.stop.is_set() and self.state.stop_reason != "max_records":
-                        writer.discard()
-                        output.discard()
-                        self._add_report(UnitReport(account.name, unit.date, "missing",
-                                                    missing_pages=first.skipped))
+                    log.info("second_pass_started", pages=sum(len(o.skipped) for _u, o in held))
+                for open_unit, first in held:
+                    if self.stop.is_set() and self.state.stop_reason != StopReason.MAX_RECORDS:
+                        self._drop(open_unit, first.skipped)
                         continue
-                    outcome = self._drain(pager.retry(unit.day, first.skipped), writer, log)
+                    outcome = self._drain(pager.retry(open_unit.unit.day, first.skipped),
+                                          open_unit.writer, log)
                     outcome.pages += first.pages
-                    self._store(unit, writer, output, outcome, log)
-            except FatalFetchError as exc:
+                    self._finish_unit(open_unit, outcome, log)
+            except JobError as exc:
                 log.error("run_failed", error_class=exc.error_class, error=str(exc))
-                self.state.request_stop("fatal")
+                self.state.request_stop(StopReason.FATAL)
                 raise
 
     def _main_pass(self, account: Account, units: list[Unit], *, pager: Pager, scratch: Path,
@@ -288,7 +330,7 @@ class Job:
                 if any(lane.done() and lane.exception() is not None for lane in lanes):
                     break  # a unit failed (storage, say): start no more; raised below
                 if self.stop.is_set():
-                    self._add_report(UnitReport(account.name, unit.date, "missing"))
+                    self._add_report(UnitReport(account.name, unit.date, UnitState.MISSING))
                     continue
                 submitted = threading.Event()
                 lanes.append(pool.submit(self._main_pass_unit, unit, pager=pager,
@@ -301,26 +343,36 @@ class Job:
     def _main_pass_unit(self, unit: Unit, *, pager: Pager, scratch: Path, held: list[Any],
                         log: Any, submitted: threading.Event) -> None:
         try:
+            if self.stop.is_set():  # stopped while this lane was being handed over
+                self._add_report(UnitReport(unit.account.name, unit.date, UnitState.MISSING))
+                return
             log.info("unit_started", date=unit.date)
-            writer, output = self._open_unit(unit, scratch)
-            outcome = self._drain(pager.unit(unit.day, on_tail=submitted.set), writer, log)
-            self._after_main_pass(unit, writer, output, outcome=outcome, held=held, log=log)
-        except FatalFetchError:
-            self.state.request_stop("fatal")  # no lane starts or requests anything more
+            open_unit = self._open_unit(unit, scratch)
+            outcome = self._drain(pager.unit(unit.day, on_tail=submitted.set),
+                                  open_unit.writer, log)
+            capped = self.state.stop_reason == StopReason.MAX_RECORDS
+            if outcome.complete or capped:
+                self._finish_unit(open_unit, outcome, log)
+            elif outcome.interrupted:
+                self._drop(open_unit, outcome.skipped)
+            else:
+                held.append((open_unit, outcome))
+        except JobError:
+            self.state.request_stop(StopReason.FATAL)  # no lane starts or requests anything more
             raise
         finally:
             submitted.set()
 
-    def _open_unit(self, unit: Unit, scratch: Path) -> tuple[UnitWriter, UnitOutput]:
-        output = UnitOutput(sink=self.sink, layout=self.layout, account=unit.account.name,
-                            day=unit.date, run_id=self.run_id)
+    def _open_unit(self, unit: Unit, scratch: Path) -> OpenUnit:
+        output = UnitOutput(sink=self.sink, chunk_name=functools.partial(
+            self.layout.chunk, unit.account.name, unit.date, self.run_id))
         kwargs: dict[str, Any] = {}
         if self._chunk_bytes is not None:
             kwargs["chunk_bytes"] = self._chunk_bytes
         writer = UnitWriter(account=unit.account.name, scratch_dir=scratch,
                             on_chunk=output.on_chunk,
                             take_record=self.budget.take if self.budget.limit else None, **kwargs)
-        return writer, output
+        return OpenUnit(unit, writer, output, started_at=self.wall_clock())
 
     def _drain(self, run: Any, writer: UnitWriter, log: Any) -> UnitOutcome:
         for item in run:
@@ -328,56 +380,93 @@ class Job:
                 writer.write(item.records)
                 if writer.capped and self.state.stop_reason is None:
                     log.warning("max_records_reached", limit=self.budget.limit)
-                    self.state.request_stop("max_records")
+                    self.state.request_stop(StopReason.MAX_RECORDS)
         outcome: UnitOutcome = run.outcome
         return outcome
 
-    def _after_main_pass(self, unit: Unit, writer: UnitWriter, output: UnitOutput, *,
-                         outcome: UnitOutcome, held: list[Any], log: Any) -> None:
-        capped = self.state.stop_reason == "max_records"
-        if outcome.complete and not writer.capped:
-            self._store(unit, writer, output, outcome, log)
-        elif capped:
-            self._store(unit, writer, output, outcome, log, partial=True)
-        elif outcome.interrupted:
-            writer.discard()
-            output.discard()
-            self._add_report(UnitReport(unit.account.name, unit.date, "missing"))
-        else:
-            held.append((unit, writer, output, outcome))
+    def _drop(self, open_unit: OpenUnit, missing_pages: list[int]) -> None:
+        """A unit cut short (SIGTERM, the skip cap): nothing of it is kept."""
+        open_unit.writer.discard()
+        open_unit.output.discard()
+        self._add_report(UnitReport(open_unit.unit.account.name, open_unit.unit.date,
+                                    UnitState.MISSING, missing_pages=list(missing_pages)))
 
-    def _store(self, unit: Unit, writer: UnitWriter, output: UnitOutput, outcome: UnitOutcome,
-               log: Any, *, partial: bool = False) -> None:
+    # ------------------------------------------------------------------ one unit's data
+
+    def _finish_unit(self, open_unit: OpenUnit, outcome: UnitOutcome, log: Any) -> None:
+        """Store the fetched day in the run's folder, then in the day store if it ranks above
+        the snapshot there; serve the better of the two."""
+        unit, writer = open_unit.unit, open_unit.writer
         name = unit.account.name
-        partial = partial or not outcome.complete or writer.capped
-        if partial and outcome.interrupted and self.state.stop_reason != "max_records":
-            writer.discard()
-            output.discard()
-            self._add_report(UnitReport(name, unit.date, "missing", missing_pages=outcome.skipped))
+        capped = self.state.stop_reason == StopReason.MAX_RECORDS and (
+            writer.capped or not outcome.complete)
+        if outcome.interrupted and not capped:
+            self._drop(open_unit, outcome.skipped)
             return
+        complete = outcome.complete and not writer.capped
         writer.close()
-        target = (self.layout.partial(name, unit.date, self.run_id) if partial
-                  else self.layout.part(name, unit.date))
+        part = self.layout.part(name, unit.date, self.run_id)
         try:
-            info = output.finish(target)
+            info = open_unit.output.finish(part)
         except AlreadyExists:
-            info = self._existing(target)
-        report = UnitReport(name, unit.date, "partial" if partial else "done",
-                            records=writer.records, pages=outcome.pages,
-                            duplicates=writer.duplicates, object=info.name, size=info.size,
+            info = self._existing(part)
+        statuses = writer.statuses
+        counts = collections.Counter(statuses.values())
+        meta = SnapshotMeta(fetched_at=open_unit.started_at,
+                            execution=self.settings.task.execution, records=writer.records,
+                            complete=complete, currency=self.currency, statuses=counts)
+        replacement = self.store.replace(name, unit.date, info, meta, statuses)
+        writer.release()
+        report = UnitReport(name, unit.date, UnitState.FETCHED, records=writer.records,
+                            pages=outcome.pages, duplicates=writer.duplicates, object=info.name,
+                            size=info.size, crc32c=info.crc32c,
+                            fetched_at=iso_utc(open_unit.started_at),
                             missing_pages=list(outcome.skipped))
-        if not partial:
-            with contextlib.suppress(AlreadyExists):
-                put_json(self.sink, self.layout.manifest(name, unit.date),
-                         {"account": name, "date": unit.date, "records": writer.records,
-                          "pages": outcome.pages, "object": info.name, "size": info.size,
-                          "crc32c": info.crc32c})
-        log.info("part_uploaded", date=unit.date, object=info.uri, bytes=info.size,
-                 records=writer.records, partial=partial)
+        if not complete:
+            report.state = UnitState.CAPPED if capped else UnitState.INCOMPLETE
+        if replacement.replaced:
+            assert replacement.change is not None and replacement.current is not None
+            stored = replacement.current.info
+            log.info("snapshot_replaced", date=unit.date, object=stored.uri, bytes=stored.size,
+                     records=writer.records, complete=complete)
+            report.change = replacement.change.as_dict()
+            if replacement.change.changed:
+                change = replacement.change
+                log.info("day_changed", date=unit.date, added=change.added,
+                         removed=change.removed, transitions=dict(change.transitions),
+                         changed=sum(change.transitions.values()))
+        elif not complete and replacement.current is not None and replacement.current.complete:
+            kept = self._keep(unit, replacement.current, report, log)
+            if kept is not None:
+                report = kept
         log.info("unit_finished", date=unit.date, records=writer.records, pages=outcome.pages,
                  duplicates=writer.duplicates, skipped=len(outcome.skipped),
-                 rereads=outcome.rereads)
+                 rereads=outcome.rereads, state=report.state.value,
+                 snapshot="replaced" if replacement.replaced else "kept")
         self._add_report(report)
+
+    def _keep(self, unit: Unit, current: Snapshot, fetched: UnitReport, log: Any
+              ) -> UnitReport | None:
+        """The refresh stayed incomplete: serve the older complete snapshot instead."""
+        assert current.meta is not None
+        for attempt in range(3):
+            info = self._serve(unit, current, attempt=attempt)
+            if info is not None:
+                log.warning("snapshot_kept", date=unit.date, records=current.meta.records,
+                            fetched_at=iso_utc(current.meta.fetched_at),
+                            missing_pages=fetched.missing_pages)
+                self.sink.delete(fetched.object or "")
+                return UnitReport(unit.account.name, unit.date, UnitState.KEPT,
+                                  records=current.meta.records, pages=fetched.pages,
+                                  duplicates=fetched.duplicates, object=info.name,
+                                  size=info.size, crc32c=info.crc32c,
+                                  fetched_at=iso_utc(current.meta.fetched_at),
+                                  missing_pages=fetched.missing_pages)
+            found = self.store.look(unit.account.name, unit.date)
+            if found is None or not found.complete:
+                return None
+            current = found
+        return None
 
     def _existing(self, name: str) -> ObjectInfo:
         info = self.sink.stat(name)
@@ -388,29 +477,24 @@ class Job:
     def _add_report(self, report: UnitReport) -> None:
         with self._reports_lock:
             self.reports.append(report)
-            if report.state != "missing":
-                self._progress["units_done"] += 1
 
     # ------------------------------------------------------------------ events
 
     def _on_page(self, account: str, day: dt.date, page: Page, duration: float) -> None:
         if self._watchdog is not None:
             self._watchdog.progress()
+        progress = self._progress.page_done(account, day.isoformat(), page.pages)
         if page.page % 10 == 0 or page.next_page is None:
             elapsed = max(self.clock() - self._started, 1e-6)
-            pages_done = self.state.pages
-            rate = pages_done / elapsed * 60
-            total = self._progress["units_total"] or 1
-            run_fraction = min(1.0, (self._progress["units_done"]
-                                     + page.page / max(page.pages, 1)) / total)
+            rate = self.state.pages / elapsed * 60
             self.log.info(
                 "progress", account=account, date=day.isoformat(), page=page.page, pages=page.pages,
                 percent=round(100 * page.page / max(page.pages, 1), 1),
                 records=self.budget.used if self.budget.limit else None,
                 rate=round(rate, 1),
                 eta_seconds=round((page.pages - page.page) / rate * 60, 1) if rate else None,
-                run_percent=round(100 * run_fraction, 1),
-                run_eta_seconds=round(elapsed / run_fraction - elapsed, 1) if run_fraction else None,
+                run_percent=round(100 * progress.fraction, 1),
+                run_eta_seconds=progress.eta(elapsed),
             )
 
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
@@ -426,67 +510,61 @@ class Job:
         self.monitor.report(title, self.log, level="warning" if kind == "retry" else "error")
 
     def _status(self) -> dict[str, Any]:
-        return {**self._progress, **self.state.as_dict(), "stop_reason": self.state.stop_reason}
+        with self._reports_lock:
+            done = len(self.reports)
+        return {"units_total": self._progress.units_total, "units_done": done,
+                **self.state.as_dict(), "stop_reason": self.state.stop_reason}
 
     # ------------------------------------------------------------------ ending
 
+    def _stop_reason(self) -> StopReason | None:
+        reason = self.state.stop_reason
+        return StopReason(reason) if reason is not None else None
+
     def _finish(self) -> JobResult:
         settings = self.settings
-        fatal = isinstance(self._fatal, FatalFetchError)
-        if self._fatal is not None and not fatal:
-            assert isinstance(self._fatal, JobError)
-            self.log.error("run_failed", error_class=self._fatal.error_class,
-                           error=str(self._fatal))
-        missing = [r for r in self.reports if r.state == "missing"]
-        partial = [r for r in self.reports if r.state == "partial"]
-        reason = self.state.stop_reason
-        failed = (self._fatal is not None or bool(missing) or reason in ("skip_cap", "interrupted"))
-        if reason == "max_records":
-            failed = self._fatal is not None
-            partial = []
-        status = summary_mod.status_of(failed=failed, partial=bool(partial))
-        task = self._task_summary(status)
+        outcome = decide((r.state for r in self.reports), self._stop_reason(), self._fatal,
+                         fail_on_skipped=settings.fail_on_skipped_pages)
+        task = self._task_summary(outcome.status)
         put_json(self.sink, self.layout.task_summary(settings.task.index), task,
                  replace_if=lambda _existing: True)
 
         result_summary: dict[str, Any] = task
-        if status != summary_mod.FAILED:
+        if outcome.status != Status.FAILED:
             composed = self._compose_if_last()
             if composed is not None:
                 result_summary = composed
         elif settings.task.count == 1:
-            result_summary = self._write_run_summary(status, [task], None)
+            result_summary = self._write_run_summary(outcome, [task], None)
 
-        exit_code = summary_mod.exit_code_for(status, fatal=fatal,
-                                              fail_on_skipped=settings.fail_on_skipped_pages)
-        self.log.info("run_finished", status=status, records=task["records"],
+        self.log.info("run_finished", status=outcome.status.value, records=task["records"],
                       pages=task["pages"], skipped=len(task["skipped_pages"]),
-                      duration_seconds=task["duration_seconds"], exit_code=exit_code)
-        return JobResult(exit_code, status, result_summary)
+                      duration_seconds=task["duration_seconds"], exit_code=outcome.exit_code)
+        return JobResult(outcome.exit_code, outcome.status.value, result_summary)
 
-    def _task_summary(self, status: str) -> dict[str, Any]:
+    def _task_summary(self, status: Status) -> dict[str, Any]:
         state = self.state.as_dict()
         reports = sorted(self.reports, key=lambda r: (r.account, r.date))
+        fetched = [r for r in reports if r.state not in (UnitState.REUSED, UnitState.MISSING)]
         return {
-            "status": status,
+            "status": status.value,
             "task_index": self.settings.task.index,
             "task_count": self.settings.task.count,
             "execution": self.settings.task.execution,
             "attempt": self.settings.task.attempt,
             "run_id": self.run_id,
             "stop_reason": self.state.stop_reason,
-            "records": sum(r.records for r in reports),
+            "records": sum(r.records for r in reports if r.object),
+            "records_fetched": sum(r.records for r in fetched if r.state != UnitState.KEPT),
+            "records_reused": sum(r.records for r in reports if r.state == UnitState.REUSED),
             "duplicates": sum(r.duplicates for r in reports),
-            "bytes_written": sum(r.size for r in reports if r.state != "resumed"),
+            "bytes_written": sum(r.size for r in fetched),
             "pages": state["pages"],
             "requests": state["requests"],
             "rereads": state["rereads"],
             "retries": state["retries"],
             "skipped_pages": state["skipped_pages"],
-            "units": {"total": len(reports),
-                      "done": sum(r.state in ("done", "resumed") for r in reports),
-                      "partial": sum(r.state == "partial" for r in reports),
-                      "failed": sum(r.state == "missing" for r in reports)},
+            "units": unit_counts(r.state for r in reports),
             "unit_reports": [r.as_dict() for r in reports],
             "duration_seconds": round(self.clock() - self._started, 3),
             "error": str(self._fatal) if self._fatal else None,
@@ -501,78 +579,82 @@ class Job:
         tasks: list[dict[str, Any]] = []
         for index in range(settings.task.count):
             task = read_json(self.sink, self.layout.task_summary(index))
-            if (task is None or task.get("execution") != settings.task.execution
-                    or task.get("task_count") != settings.task.count
-                    or task.get("status") == summary_mod.FAILED):
+            if (task is None or task.get("task_count") != settings.task.count
+                    or task.get("status") == Status.FAILED):
                 return None
             tasks.append(task)
         by_unit: dict[tuple[str, str], str] = {}
+        states: list[UnitState] = []
         for task in tasks:
             for unit in task.get("unit_reports", []):
+                states.append(UnitState(unit["state"]))
                 if unit.get("object"):
                     by_unit[(unit["account"], unit["date"])] = unit["object"]
         sources = [by_unit[(u.account.name, u.date)] for u in plan_units(settings)
                    if (u.account.name, u.date) in by_unit]
-        merged = summary_mod.merge(tasks)
-        status = (summary_mod.PARTIAL if merged["skipped_pages"] or merged["units"]["partial"]
-                  else summary_mod.SUCCEEDED)
-        if any(t.get("stop_reason") == "max_records" for t in tasks):
-            status = summary_mod.SUCCEEDED
+        reasons = {StopReason(t["stop_reason"]) for t in tasks if t.get("stop_reason")}
+        outcome = decide(states, StopReason.MAX_RECORDS if StopReason.MAX_RECORDS in reasons
+                         else None, None, fail_on_skipped=settings.fail_on_skipped_pages)
         previous = read_json(self.sink, self.layout.summary)
-        if previous is not None and previous.get("status") == summary_mod.SUCCEEDED:
+        if previous is not None and previous.get("status") == Status.SUCCEEDED:
             return previous
         try:
             result = self._compose_result(sources)
         except AlreadyExists:
             self.log.info("result_composed_elsewhere", object=self.layout.result)
             return None
-        return self._write_run_summary(status, tasks, result)
+        return self._write_run_summary(outcome, tasks, result)
 
     def _compose_result(self, sources: list[str]) -> ObjectInfo:
         existing = self.sink.stat(self.layout.result)
-        previous = read_json(self.sink, self.layout.summary)
         generation: int | None = 0
         if existing is not None:
-            if previous is not None and previous.get("status") == summary_mod.SUCCEEDED:
-                raise AlreadyExists(self.layout.result)
-            generation = existing.generation  # an earlier partial result: replace that version
-        info = self.sink.compose(self.layout.result, sources, if_generation_match=generation)
+            generation = existing.generation  # an earlier attempt's partial result: replace it
+        if sources:
+            info = self.sink.compose(self.layout.result, sources, if_generation_match=generation)
+        else:
+            info = self.sink.put_bytes(self.layout.result, gzip.compress(b""),
+                                       content_type="application/gzip",
+                                       if_generation_match=generation)
         self.log.info("result_composed", object=info.uri, bytes=info.size, parts=len(sources))
-        self._sweep_leftovers()
+        self._sweep_scratch()
         return info
 
-    def _sweep_leftovers(self) -> None:
-        """After the result: delete what killed attempts left behind, i.e. the chunks of units
-        never finished and the intermediate objects of composes cut short. Nothing else of the
-        range is being written now (this is the last task), and each is garbage that costs
-        storage (a compose's intermediates are copies of the data). Best effort."""
-        prefix = f"{self.layout.range_name}/"
-        chunks = self.layout.chunks_prefix
+    def _sweep_scratch(self) -> None:
+        """After the result: delete this execution's scratch (the day copies it composed, chunks
+        of units never finished, intermediates of composes cut short). Nothing else of the
+        execution is being written now (this is the last task). Best effort."""
         try:
-            leftovers = [o.name for o in self.sink.list(prefix)
-                         if o.name.startswith(chunks) or is_compose_scratch(o.name)]
+            leftovers = [o.name for o in self.sink.list(self.layout.prefix)
+                         if o.name.startswith(self.layout.scratch_prefixes)
+                         or is_compose_scratch(o.name)]
             for name in leftovers:
                 self.sink.delete(name)
         except StorageError as exc:
             self.log.warning("cleanup_failed", error=str(exc))
             return
         if leftovers:
-            self.log.info("leftovers_deleted", objects=len(leftovers))
+            self.log.info("scratch_deleted", objects=len(leftovers))
 
-    def _write_run_summary(self, status: str, tasks: list[dict[str, Any]],
+    def _write_run_summary(self, outcome: Outcome, tasks: list[dict[str, Any]],
                            result: ObjectInfo | None) -> dict[str, Any]:
         settings = self.settings
         merged = summary_mod.merge(tasks)
-        if result is not None:
-            merged["records"] = sum(int(u.get("records", 0)) for t in tasks
-                                    for u in t.get("unit_reports", []) if u.get("object"))
+        units = [u for t in tasks for u in t.get("unit_reports", [])]
+        if result is None:
+            merged["records"] = 0
         resources = self.monitor.snapshot() if settings.resource_monitor_enabled else {}
         run_summary = {
-            "status": status,
+            "status": outcome.status.value,
+            "exit_code": outcome.exit_code,
             "start_date": settings.start_date.isoformat(),
             "end_date": settings.end_date.isoformat(),
             "accounts": [a.name for a in settings.accounts],
+            "currency": self.currency or None,
             **merged,
+            "reused_days": summary_mod.days_in(units, UnitState.REUSED),
+            "kept_days": summary_mod.days_in(units, UnitState.KEPT),
+            "changes": total_changes([u["change"] for u in units if u.get("change")]),
             "duration_seconds": round(self.clock() - self._started, 3),
             "result": ({"uri": result.uri, "name": result.name, "size": result.size,
                         "crc32c": result.crc32c} if result is not None else None),
@@ -584,9 +666,54 @@ class Job:
         }
         try:
             info = put_json(self.sink, self.layout.summary, run_summary,
-                            replace_if=lambda old: old.get("status") != summary_mod.SUCCEEDED)
+                            replace_if=lambda old: old.get("status") != Status.SUCCEEDED)
         except AlreadyExists:
             self.log.info("summary_written_elsewhere", object=self.layout.summary)
             return run_summary
-        self.log.info("summary_written", object=info.uri, status=status)
+        self.log.info("summary_written", object=info.uri, status=outcome.status.value)
         return run_summary
+
+
+def unit_counts(states: Iterable[UnitState]) -> dict[str, int]:
+    """The summary's `units`: how many units ended in each state, and the totals."""
+    counts = collections.Counter(states)
+    delivered = sum(n for state, n in counts.items() if state != UnitState.MISSING)
+    return {"total": sum(counts.values()), "done": delivered,
+            "failed": counts[UnitState.MISSING],
+            **{state.value: counts[state] for state in UnitState}}
+
+
+@dataclass
+class Progress:
+    """Run progress from pages done against pages known: never goes backwards."""
+
+    units_total: int = 0
+    pages_done: int = 0
+    _known: dict[tuple[str, str], int] = field(default_factory=dict)
+    _reported: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def page_done(self, account: str, date: str, pages: int) -> Progress:
+        with self._lock:
+            self.pages_done += 1
+            key = (account, date)
+            self._known[key] = max(self._known.get(key, 0), pages)
+            return self
+
+    @property
+    def fraction(self) -> float:
+        """Pages done over pages known, with the units not yet sized estimated at the mean of
+        those that are; the largest value so far, so it only goes up."""
+        with self._lock:
+            known = len(self._known)
+            if not known:
+                return self._reported
+            per_unit = sum(self._known.values()) / known
+            expected = sum(self._known.values()) + per_unit * max(self.units_total - known, 0)
+            value = min(1.0, self.pages_done / max(expected, 1.0))
+            self._reported = max(self._reported, value)
+            return self._reported
+
+    def eta(self, elapsed: float) -> float | None:
+        fraction = self.fraction
+        return round(elapsed / fraction - elapsed, 1) if fraction > 0 else None

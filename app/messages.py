@@ -59,9 +59,26 @@ CATALOG: dict[str, tuple[str, str]] = {
         "📅 开始抓取 {account} {date}",
         "📅 Fetching {account} {date}",
     ),
-    "unit_already_done": (
-        "⏩ {account} {date} 已完成，跳过（续跑）",
-        "⏩ {account} {date} already done, skipping (resume)",
+    "waiting_backoff": (
+        "⏳ 已经{seconds}秒没有完成页面：{backoffs}个请求正在退避等待，最晚{backoff_ends_in}秒后重试",
+        "⏳ No page completed for {seconds}s: {backoffs} request(s) waiting out a back-off,"
+        " the last retry in {backoff_ends_in}s",
+    ),
+    "snapshot_reused": (
+        "⏩ {account} {date} 沿用已有的完整快照（{records}条记录，抓取于 {fetched_at}）",
+        "⏩ {account} {date}: reusing its complete snapshot ({records} records, fetched"
+        " {fetched_at})",
+    ),
+    "snapshot_kept": (
+        "🛟 {account} {date} 本次刷新仍缺页，保留此前的完整快照（{records}条记录，抓取于"
+        " {fetched_at}）",
+        "🛟 {account} {date}: the refresh kept missing pages; keeping the earlier complete"
+        " snapshot ({records} records, fetched {fetched_at})",
+    ),
+    "day_changed": (
+        "🔁 {account} {date} 数据有变化：新增{added}条，移除{removed}条，状态变更{changed}条",
+        "🔁 {account} {date} changed: {added} added, {removed} removed, {changed} status"
+        " changes",
     ),
     "page_fetched": (
         "📄 {account} {date} 第{page}/{pages}页：{records}条记录"
@@ -105,17 +122,18 @@ CATALOG: dict[str, tuple[str, str]] = {
         "⏳ {account} {date} page {page}/{pages} ({percent:.1f}%), {rate:.1f} pages/min,"
         " unit ETA {eta}; run {run_percent:.1f}%, ETA {run_eta}",
     ),
-    "part_uploaded": (
-        "📦 已上传 {object}（{bytes_human}，{records}条记录）",
-        "📦 Uploaded {object} ({bytes_human}, {records} records)",
+    "snapshot_replaced": (
+        "📦 已写入每日快照 {object}（{bytes_human}，{records}条记录）",
+        "📦 Day snapshot written: {object} ({bytes_human}, {records} records)",
     ),
     "result_composed": (
         "🧩 已将{parts}个分片合并为 {object}（{bytes_human}）",
         "🧩 Composed {parts} parts into {object} ({bytes_human})",
     ),
-    "leftovers_deleted": (
-        "🧹 已删除此前中断的运行留下的{objects}个临时对象",
-        "🧹 Deleted {objects} temporary objects left by interrupted runs",
+    "scratch_deleted": (
+        "🧹 已删除本次执行的{objects}个临时对象（每日副本、分块、合并中间件）",
+        "🧹 Deleted {objects} scratch objects of this execution (day copies, chunks, compose"
+        " intermediates)",
     ),
     "cleanup_failed": (
         "⚠️ 清理临时对象失败（结果不受影响）：{error}",

@@ -67,6 +67,15 @@ _LABELS: dict[str, tuple[str, str]] = {
     "skipped": ("跳过页数", "Skipped pages"),
     "retries": ("重试", "Retries"),
     "no_retries": ("无", "none"),
+    "currency": ("币种", "Currency"),
+    "local_currency": ("账户本币", "local"),
+    "reused": ("沿用快照", "Reused days"),
+    "kept": ("保留快照", "Kept days"),
+    "changes": ("数据变化", "Changes"),
+    "changes_value": ("新增{added}条 · 移除{removed}条", "{added} added · {removed} removed"),
+    "conversion_pending": ("待审核", "pending"),
+    "conversion_approved": ("已通过", "approved"),
+    "conversion_rejected": ("已拒绝", "rejected"),
     "bytes_written": ("写入字节", "Bytes written"),
     "result": ("结果文件", "Result"),
     "no_result": ("无", "none"),
@@ -274,6 +283,29 @@ def _result(result: object, language: str) -> str:
     )
 
 
+def _changes(changes: object, language: str) -> str:
+    if not isinstance(changes, Mapping):
+        return MISSING
+    text = _t("changes_value", language).format(added=_num(changes.get("added")),
+                                                removed=_num(changes.get("removed")))
+    transitions = changes.get("transitions")
+    if isinstance(transitions, Mapping) and transitions:
+        moves = sorted(transitions.items(), key=lambda kv: (-_as_int(kv[1]), str(kv[0])))
+        text += " · " + " · ".join(
+            "→".join(_conversion_status(part, language) for part in str(k).split("->"))
+            + f" ×{v}" for k, v in moves)
+    return text
+
+
+def _conversion_status(status: str, language: str) -> str:
+    key = f"conversion_{status}"
+    return _t(key, language) if key in _LABELS else status
+
+
+def _count(days: object) -> str:
+    return str(len(days)) if isinstance(days, Sequence) and not isinstance(days, str) else MISSING
+
+
 def render_final_summary(summary: Mapping[str, object], language: str) -> str:
     """The end-of-run block: status, range, counts, retries, output, then skips and resources."""
     status = str(summary.get("status", MISSING))
@@ -306,10 +338,14 @@ def render_final_summary(summary: Mapping[str, object], language: str) -> str:
         (_t("accounts", language), account_text),
         (_t("runtime", language),
          human_duration(duration, language) if duration is not None else MISSING),
+        (_t("currency", language), str(summary.get("currency") or _t("local_currency", language))),
         (_t("records", language), _num(summary.get("records"))),
         (_t("pages", language), _num(summary.get("pages"))),
         (_t("requests", language), _num(summary.get("requests"))),
         (_t("units", language), unit_text),
+        (_t("reused", language), _count(summary.get("reused_days"))),
+        (_t("kept", language), _count(summary.get("kept_days"))),
+        (_t("changes", language), _changes(summary.get("changes"), language)),
         (_t("skipped", language), str(len(skipped_list))),
         (_t("retries", language), _retries(summary.get("retries"), language)),
         (_t("bytes_written", language), human_bytes(summary.get("bytes_written"))),

@@ -7,8 +7,10 @@ the chunk's uncompressed content passes `chunk_bytes`, so a day of 5,000 pages n
 on the container's disk (which is RAM on Cloud Run). Each chunk is a complete gzip member;
 concatenated chunks are one valid gzip stream.
 
-Memory: the ids seen in the unit, in a Python set: about 60-90 bytes per id (a small int object
-plus its hash-table slot), e.g. ~9 MB for a 100,000-record day; released when the unit closes.
+Memory: the ids seen in the unit, each with its `conversion_status`, in a dict: about 100-130
+bytes per id (a small int object plus its hash-table slot; statuses are shared strings), e.g.
+~12 MB for a 100,000-record day. The map outlives `close()` for the change report against the
+day's previous snapshot (`statuses`), and is released by `release()` or `discard()`.
 """
 
 from __future__ import annotations
@@ -61,9 +63,13 @@ class Chunk:
     size: int
 
 
-def _id_key(value: Any) -> int | str | None:
-    """The dedupe key of a `conversion_id` that is not a plain int (the fast path's case):
-    digit strings count as their number, anything else as its text."""
+IdKey = int | str
+"""A `conversion_id` as the dedupe key: digit strings count as their number."""
+
+
+def id_key(value: Any) -> IdKey | None:
+    """The dedupe key of a `conversion_id`: ints as they are, digit strings as their number,
+    anything else as its text; None for a record without one."""
     if value is None:
         return None
     if isinstance(value, int):
@@ -87,7 +93,8 @@ class UnitWriter:
         self.chunk_bytes = chunk_bytes
         self._on_chunk = on_chunk
         self._take_record = take_record
-        self._seen: set[int | str] = set()
+        self._seen: dict[IdKey, str] = {}
+        self._status_names: dict[object, str] = {}
         self.records = 0
         self.duplicates = 0
         self.chunks = 0
@@ -122,19 +129,27 @@ class UnitWriter:
         append = lines.append
         dumps = orjson.dumps
         seen = self._seen
+        names = self._status_names
         take = self._take_record
         with_account = self._comma_account_field
         duplicates = 0
         for record in records:
             key = record.get("conversion_id")
             if type(key) is not int:
-                key = _id_key(key)
+                key = id_key(key)
             if key is not None:
                 if key in seen:
                     duplicates += 1
                     continue
-                seen.add(key)
-            if take is not None and not take():
+                if take is not None and not take():
+                    self.capped = True
+                    break
+                status = record.get("conversion_status")
+                name = names.get(status)
+                if name is None:
+                    name = names[status] = str(status)
+                seen[key] = name
+            elif take is not None and not take():
                 self.capped = True
                 break
             clean = record if "_account" not in record else {
@@ -170,9 +185,18 @@ class UnitWriter:
         self.bytes_written += size
         self._on_chunk(chunk)
 
+    @property
+    def statuses(self) -> dict[IdKey, str]:
+        """Every id written, with its `conversion_status` (kept until `release`)."""
+        return self._seen
+
+    def release(self) -> None:
+        """Drop the id map (after the change report)."""
+        self._seen = {}
+        self._status_names = {}
+
     def close(self) -> None:
         """Hand off the last chunk (an empty unit still produces one, empty, gzip member)."""
-        self._seen = set()  # before the last chunk's upload: the next unit may be starting
         if self._gz is None and self.chunks == 0:
             self._open()
         self._finish_chunk()
@@ -185,4 +209,4 @@ class UnitWriter:
         if self._path is not None:
             self._path.unlink(missing_ok=True)
         self._gz = self._raw = self._path = None
-        self._seen = set()
+        self.release()

@@ -1,5 +1,5 @@
 """The job end to end, as a subprocess against the simulator, writing to a local folder:
-layout, exactly-once result, exit codes, the second pass, resume."""
+layout (day store and runs), exactly-once result, exit codes, the second pass, resume."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ import pytest
 
 from app.simulator import Fault, SimAccount
 from app.sinks import crc32c_file
-from tests.support.jobrun import job_env, read_ndjson_gz, run_job
+from tests.support.jobrun import (
+    job_env,
+    read_ndjson_gz,
+    read_result,
+    read_summary,
+    run_folder,
+    run_job,
+)
 
 START, END = "2025-02-01", "2025-02-03"
-RANGE = f"{START}_{END}"
 DAYS = [dt.date(2025, 2, d) for d in (1, 2, 3)]
 
 
@@ -23,35 +29,42 @@ def _expected(sim, account: str = "default") -> set[int]:  # type: ignore[no-unt
 
 
 @pytest.mark.timeout(120)
-def test_a_run_lands_parts_result_and_summary_with_every_record_once(make_simulator,
-                                                                     tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Two accounts x 3 days: one part per unit, the result holds each record once, the summary
-    names the result with its real size and crc32c."""
+def test_a_run_lands_day_snapshots_result_and_summary_with_every_record_once(
+        make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two accounts x 3 days: one day snapshot per unit, the run's result holds each record
+    once, the summary names the result with its real size and crc32c; the run's scratch is
+    gone and its folder holds the result, the summary and the task summary."""
     accounts = [SimAccount(name="IAByteC", key="general", secret="s1+/="),
                 SimAccount(name="shop", key="general", secret="s2")]
     sim = make_simulator(accounts=accounts, records_per_day=230, rate_limit_per_minute=None)
     env = job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
                   INVOLVE_ASIA_ACCOUNTS=json.dumps([{"name": a.name, "key": a.key,
-                                                     "secret": a.secret} for a in accounts]))
+                                                     "secret": a.secret} for a in accounts]),
+                  CLOUD_RUN_EXECUTION="exec-a")
     run = run_job(env)
     assert run.code == 0, run.stderr[-2000:]
-    root = tmp_path / RANGE
-    parts = sorted(p.relative_to(root).as_posix() for p in (root / "parts").rglob("*.ndjson.gz"))
-    assert parts == [f"parts/{a}/{d}.ndjson.gz" for a in ("IAByteC", "shop") for d in DAYS]
+    days = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("days/**/*.ndjson.gz"))
+    assert days == [f"days/account={a}/date={d}/conversions.ndjson.gz"
+                    for a in ("IAByteC", "shop") for d in DAYS]
+    root = run_folder(tmp_path, START, END, "exec-a")
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert files == ["conversions.ndjson.gz", "summary.json", "tasks/task-00000.json"]
     rows = read_ndjson_gz((root / "conversions.ndjson.gz").read_bytes())
     for account in ("IAByteC", "shop"):
         ids = [r["conversion_id"] for r in rows if r["_account"] == account]
         assert len(ids) == len(set(ids))
         assert set(ids) == _expected(sim, account)
     summary = json.loads((root / "summary.json").read_text())
-    assert summary["status"] == "succeeded"
-    assert summary["records"] == len(rows) == 6 * 230
+    assert summary["status"] == "succeeded" and summary["execution"] == "exec-a"
+    assert summary["records"] == summary["records_fetched"] == len(rows) == 6 * 230
     assert summary["pages"] == 6 * 3
     assert summary["skipped_pages"] == []
     assert summary["result"]["size"] == (root / "conversions.ndjson.gz").stat().st_size
     assert summary["result"]["crc32c"] == crc32c_file(root / "conversions.ndjson.gz")
-    for key in ("start_date", "end_date", "accounts", "retries", "duration_seconds", "resources"):
+    for key in ("start_date", "end_date", "accounts", "currency", "retries", "duration_seconds",
+                "resources", "reused_days", "kept_days", "changes", "stop_reason"):
         assert key in summary
+    assert summary["changes"]["added"] == 6 * 230 and summary["reused_days"] == []
 
 
 @pytest.mark.timeout(120)
@@ -61,14 +74,15 @@ def test_a_page_that_recovers_in_the_second_pass_leaves_nothing_skipped(make_sim
     sim = make_simulator(records_per_day=300, rate_limit_per_minute=None)
     sim.add_fault(Fault(kind="http_502", date=DAYS[1].isoformat(), page=2,
                         attempts=set(range(1, 7))))
-    run = run_job(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path)))
+    run = run_job(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
+                          CLOUD_RUN_EXECUTION="e1"))
     assert run.code == 0, run.stderr[-2000:]
     assert len(run.named("page_skipped")) == 1
     assert len(run.named("page_recovered")) == 1
-    summary = json.loads((tmp_path / RANGE / "summary.json").read_text())
+    summary = read_summary(tmp_path, START, END, "e1")
     assert summary["skipped_pages"] == [] and summary["status"] == "succeeded"
     assert summary["retries"] == {"http_status": 6}
-    rows = read_ndjson_gz((tmp_path / RANGE / "conversions.ndjson.gz").read_bytes())
+    rows = read_result(tmp_path, START, END, "e1")
     assert {r["conversion_id"] for r in rows} == _expected(sim) and len(rows) == 900
 
 
@@ -80,7 +94,7 @@ def test_the_next_day_is_fetched_while_a_page_waits_out_its_back_off(make_simula
     sim = make_simulator(records_per_day=300, rate_limit_per_minute=None)
     sim.add_fault(Fault(kind="http_503", date=DAYS[0].isoformat(), page=3, attempts={1}))
     run = run_job(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
-                          RETRY_BACKOFF="1.5", FETCH_CONCURRENCY="1"))
+                          RETRY_BACKOFF="1.5", FETCH_CONCURRENCY="1", CLOUD_RUN_EXECUTION="e1"))
     assert run.code == 0, run.stderr[-2000:]
     pages = [e for e in sim.ledger.snapshot() if e.endpoint == "range"]
     failed, retried = [e for e in pages if (e.start_date, e.page) == (DAYS[0].isoformat(), 3)]
@@ -88,7 +102,7 @@ def test_the_next_day_is_fetched_while_a_page_waits_out_its_back_off(make_simula
     in_the_wait = [e for e in pages if failed.finished < e.started < retried.started]
     assert {e.start_date for e in in_the_wait} >= {DAYS[1].isoformat()}
     assert all(e.outcome == "ok" for e in in_the_wait)
-    rows = read_ndjson_gz((tmp_path / RANGE / "conversions.ndjson.gz").read_bytes())
+    rows = read_result(tmp_path, START, END, "e1")
     assert len(rows) == 900 and {r["conversion_id"] for r in rows} == _expected(sim)
 
 
@@ -96,28 +110,30 @@ def test_the_next_day_is_fetched_while_a_page_waits_out_its_back_off(make_simula
 def test_a_dead_page_is_listed_and_exits_3_then_a_rerun_completes(make_simulator,
                                                                    tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A page dead for the whole run: summary `partial` naming it, exit 3; once the API heals, a
-    rerun fetches only that unit and the range ends `succeeded` with every record once."""
+    rerun fetches only that unit (the others are fresh, complete snapshots) and ends
+    `succeeded` with every record once."""
     sim = make_simulator(records_per_day=300, rate_limit_per_minute=None)
     sim.add_fault(Fault(kind="http_500", date=DAYS[2].isoformat(), page=3))
-    env = job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path))
+    env = job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path), CLOUD_RUN_EXECUTION="e1")
     run = run_job(env)
     assert run.code == 3, run.stderr[-2000:]
-    summary = json.loads((tmp_path / RANGE / "summary.json").read_text())
+    summary = read_summary(tmp_path, START, END, "e1")
     assert summary["status"] == "partial"
     assert [(s["account"], s["date"], s["page"]) for s in summary["skipped_pages"]] == [
         ("default", DAYS[2].isoformat(), 3)]
-    rows = read_ndjson_gz((tmp_path / RANGE / "conversions.ndjson.gz").read_bytes())
+    rows = read_result(tmp_path, START, END, "e1")
     assert len(rows) == 800  # everything but the dead page
 
     sim.clear_faults()
-    before = sim.request_count(endpoint="range")
-    rerun = run_job(env)
+    before = len(sim.ledger.snapshot())
+    rerun = run_job({**env, "CLOUD_RUN_EXECUTION": "e2"})
     assert rerun.code == 0, rerun.stderr[-2000:]
     asked = {(e.start_date, e.page) for e in sim.ledger.snapshot()[before:] if e.endpoint == "range"}
     assert {d for d, _ in asked} == {DAYS[2].isoformat()}  # only the unfinished unit
-    summary = json.loads((tmp_path / RANGE / "summary.json").read_text())
+    summary = read_summary(tmp_path, START, END, "e2")
     assert summary["status"] == "succeeded"
-    rows = read_ndjson_gz((tmp_path / RANGE / "conversions.ndjson.gz").read_bytes())
+    assert [d["date"] for d in summary["reused_days"]] == [DAYS[0].isoformat(), DAYS[1].isoformat()]
+    rows = read_result(tmp_path, START, END, "e2")
     assert len(rows) == 900 and {r["conversion_id"] for r in rows} == _expected(sim)
 
 
@@ -128,14 +144,15 @@ def test_eleven_dead_pages_fail_the_run_with_exit_1(make_simulator, tmp_path: Pa
     for page in range(2, 14):
         sim.add_fault(Fault(kind="envelope_error", date=DAYS[0].isoformat(), page=page))
     run = run_job(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
-                          RETRY_BACKOFF="0.01", FETCH_CONCURRENCY="1"))
+                          RETRY_BACKOFF="0.01", FETCH_CONCURRENCY="1", CLOUD_RUN_EXECUTION="e1"))
     assert run.code == 1, run.stderr[-2000:]
-    summary = json.loads((tmp_path / RANGE / "summary.json").read_text())
-    assert summary["status"] == "failed"
+    summary = read_summary(tmp_path, START, END, "e1")
+    assert summary["status"] == "failed" and summary["stop_reason"] == "skip_cap"
     # the 11th skip stops the run; pages already handed out (a window of 4 per request slot)
     # finish as skipped too, nothing new is asked
     assert 11 <= len(summary["skipped_pages"]) <= 11 + 3
-    assert not (tmp_path / RANGE / "conversions.ndjson.gz").exists()
+    assert not (run_folder(tmp_path, START, END, "e1") / "conversions.ndjson.gz").exists()
+    assert not (tmp_path / "days" / "account=default" / f"date={DAYS[0].isoformat()}").exists()
     assert not any(e.start_date == DAYS[2].isoformat() for e in sim.ledger.snapshot()
                    if e.endpoint == "range")
 
@@ -162,7 +179,7 @@ def test_a_big_day_goes_up_in_bounded_chunks_and_is_composed(make_simulator, gcs
 
     sim = make_simulator(records_per_day=4000, rate_limit_per_minute=None)
     settings = load_settings(job_env(sim.base_url, "2025-02-01", "2025-02-01",
-                                     GCS_BUCKET="unused"))
+                                     GCS_BUCKET="unused", CLOUD_RUN_EXECUTION="e1"))
     uploads: list[str] = []
 
     class CountingSink:
@@ -183,38 +200,42 @@ def test_a_big_day_goes_up_in_bounded_chunks_and_is_composed(make_simulator, gcs
     result = Job(settings, sink=CountingSink(gcs_sink), chunk_bytes=1024).run()
     assert result.exit_code == 0
     assert len(uploads) > 32
-    rows = read_ndjson_gz(gcs_sink.get_bytes("2025-02-01_2025-02-01/parts/default/2025-02-01.ndjson.gz"))
+    rows = read_ndjson_gz(gcs_sink.get_bytes(
+        "days/account=default/date=2025-02-01/conversions.ndjson.gz"))
     ids = [r["conversion_id"] for r in rows]
     assert len(ids) == len(set(ids)) == 4000
     assert set(ids) == sim.expected_ids("default", dt.date(2025, 2, 1), dt.date(2025, 2, 1))
-    assert gcs_sink.list("2025-02-01_2025-02-01/chunks/") == []
+    assert gcs_sink.list("runs/2025-02-01_2025-02-01/e1/chunks/") == []
+    assert gcs_sink.list("runs/2025-02-01_2025-02-01/e1/parts/") == []
 
 
 @pytest.mark.timeout(120)
 def test_leftovers_of_killed_attempts_are_deleted_once_the_result_is_written(
         make_simulator, gcs_sink) -> None:  # type: ignore[no-untyped-def]
     """A compose cut short leaves intermediate objects (copies of the data), an unfinished big
-    unit leaves chunks: both go once the result is composed; nothing else of the range does."""
+    unit leaves chunks, an attempt leaves day copies: all go once the execution's result is
+    composed; nothing else of the execution, and nothing of another execution, does."""
     from app.config import load_settings
     from app.job import Job
 
     sim = make_simulator(records_per_day=150, rate_limit_per_minute=None)
-    day_range = "2025-02-01_2025-02-02"
-    leftovers = [f"{day_range}/_compose/0f1e/0-00000",
-                 f"{day_range}/parts/default/_compose/9a8b/1-00003",
-                 f"{day_range}/chunks/default/2025-02-01/run7-00002.ndjson.gz"]
-    for name in leftovers:
+    run = "runs/2025-02-01_2025-02-02/e1"
+    other = "runs/2025-02-01_2025-02-02/e0/parts/default/2025-02-01/t0-a0-00.ndjson.gz"
+    leftovers = [f"{run}/_compose/0f1e/0-00000",
+                 f"{run}/parts/default/_compose/9a8b/1-00003",
+                 f"{run}/parts/default/2025-02-01/t0-a0-1234.ndjson.gz",
+                 f"{run}/chunks/default/2025-02-01/run7-00002.ndjson.gz"]
+    for name in [*leftovers, other]:
         gcs_sink.put_bytes(name, b"stale", content_type="application/octet-stream")
-    gcs_sink.put_bytes(f"{day_range}/notes/_compose.txt", b"an operator's file")
+    gcs_sink.put_bytes(f"{run}/notes/_compose.txt", b"an operator's file")
     settings = load_settings(job_env(sim.base_url, "2025-02-01", "2025-02-02",
-                                     GCS_BUCKET="unused"))
+                                     GCS_BUCKET="unused", CLOUD_RUN_EXECUTION="e1"))
 
     result = Job(settings, sink=gcs_sink).run()
 
     assert result.exit_code == 0
-    names = {o.name for o in gcs_sink.list(f"{day_range}/")}
+    names = {o.name for o in gcs_sink.list("runs/")}
     assert not names & set(leftovers)
-    assert f"{day_range}/notes/_compose.txt" in names
-    assert f"{day_range}/conversions.ndjson.gz" in names
-    rows = read_ndjson_gz(gcs_sink.get_bytes(f"{day_range}/conversions.ndjson.gz"))
+    assert {f"{run}/notes/_compose.txt", other, f"{run}/conversions.ndjson.gz"} <= names
+    rows = read_ndjson_gz(gcs_sink.get_bytes(f"{run}/conversions.ndjson.gz"))
     assert len(rows) == 300

@@ -42,7 +42,8 @@ def test_every_stdout_line_is_a_cloud_logging_entry(make_simulator, tmp_path: Pa
         assert location["file"].endswith(".py") and int(location["line"]) > 0
         assert "structlog" not in location["file"] and "logging/__init__" not in location["file"]
         events.add(entry["event"])
-    assert {"job_started", "page_fetched", "page_retry", "part_uploaded", "run_summary"} <= events
+    assert {"job_started", "page_fetched", "page_retry", "snapshot_replaced", "day_changed",
+            "run_summary"} <= events
     retry = next(json.loads(line) for line in lines if '"page_retry"' in line)
     assert retry["logging.googleapis.com/labels"]["account"] == "default"
     assert retry["page"] == 2 and retry["attempt"] == 1 and retry["error_class"] == "http_status"

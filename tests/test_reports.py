@@ -70,6 +70,11 @@ SUMMARY: dict[str, object] = {
     },
     "resources": SNAPSHOT,
     "units": {"total": 4, "done": 4, "failed": 0},
+    "currency": "USD",
+    "reused_days": [{"account": "acme", "date": "2025-01-01"}],
+    "kept_days": [],
+    "changes": {"added": 5, "removed": 1, "transitions": {"pending->approved": 12,
+                                                          "pending->rejected": 3}, "days": []},
 }
 
 RESOURCE_ZH = """\
@@ -114,10 +119,14 @@ SUMMARY_ZH_HEAD = """\
   日期范围: 2025-01-01 → 2025-01-02
   账户:     acme, beta-shop
   总用时:   1小时23分3秒
+  币种:     USD
   记录数:   12,345
   页数:     124
   请求数:   131
   任务单元: 共4个，完成4个，失败0个
+  沿用快照: 1
+  保留快照: 0
+  数据变化: 新增5条 · 移除1条 · 待审核→已通过 ×12 · 待审核→已拒绝 ×3
   跳过页数: 2
   重试:     超时 ×3 · 限流 ×1
   写入字节: 3.4 MB
@@ -130,10 +139,14 @@ SUMMARY_EN_HEAD = """\
   Date range:    2025-01-01 → 2025-01-02
   Accounts:      acme, beta-shop
   Runtime:       1h 23m 3s
+  Currency:      USD
   Records:       12,345
   Pages:         124
   Requests:      131
   Units:         4/4 done, 0 failed
+  Reused days:   1
+  Kept days:     0
+  Changes:       5 added · 1 removed · pending→approved ×12 · pending→rejected ×3
   Skipped pages: 2
   Retries:       timeout ×3 · rate limited ×1
   Bytes written: 3.4 MB

@@ -1,6 +1,6 @@
 """Results in GCS that survive crashes, tested with the real job (subprocesses), the simulator
 and gcp-storage-emulator behind the real google-cloud-storage client: kill -9 and rerun,
-parallel tasks, storage faults, SIGTERM."""
+parallel tasks, overlapping executions, storage faults, SIGTERM."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
 START, END = "2025-04-01", "2025-04-06"
 RANGE = f"{START}_{END}"
 DAYS = [dt.date(2025, 4, d) for d in range(1, 7)]
+EXECUTION = "ia-x1"
+RUN = f"runs/{RANGE}/{EXECUTION}"
 
 
 @pytest.fixture
@@ -41,30 +43,39 @@ def bucket_sink(gcs_emulator: GcsEmulator) -> Iterator[Any]:
 
 
 def _env(sim: Simulator, gcs: GcsEmulator, **extra: str) -> dict[str, str]:
-    return {**job_env(sim.base_url, START, END, **gcs.env()), **extra}
+    return {**job_env(sim.base_url, START, END, **gcs.env()), "CLOUD_RUN_JOB": "ia",
+            "CLOUD_RUN_EXECUTION": EXECUTION, **extra}
 
 
-def _result_rows(sink: Any, name: str = f"{RANGE}/conversions.ndjson.gz") -> list[dict[str, Any]]:
-    data = sink.get_bytes(name)
-    assert data is not None, f"{name} missing"
+def _result_rows(sink: Any, run: str = RUN) -> list[dict[str, Any]]:
+    data = sink.get_bytes(f"{run}/conversions.ndjson.gz")
+    assert data is not None, f"{run}/conversions.ndjson.gz missing"
     return [json.loads(line) for line in gzip.decompress(data).splitlines()]
 
 
-def _assert_exactly_once(sim: Simulator, sink: Any) -> None:
-    rows = _result_rows(sink)
+def _assert_exactly_once(sim: Simulator, sink: Any, run: str = RUN) -> None:
+    """The execution's result and summary exist, agree, and hold every record once; so does
+    the day store."""
+    rows = _result_rows(sink, run)
     ids = [r["conversion_id"] for r in rows]
     assert len(ids) == len(set(ids)), "duplicates in the result"
     assert set(ids) == sim.expected_ids("default", DAYS[0], DAYS[-1]), "records lost"
-    summary = json.loads(sink.get_bytes(f"{RANGE}/summary.json"))
-    info = sink.stat(f"{RANGE}/conversions.ndjson.gz")
+    summary = json.loads(sink.get_bytes(f"{run}/summary.json"))
+    info = sink.stat(f"{run}/conversions.ndjson.gz")
     assert summary["status"] == "succeeded"
     assert summary["records"] == len(rows)
     assert summary["result"]["size"] == info.size
     assert summary["result"]["crc32c"] == info.crc32c
+    stored = [json.loads(line) for o in sink.list("days/")
+              for line in gzip.decompress(sink.get_bytes(o.name)).splitlines()]
+    stored_ids = [r["conversion_id"] for r in stored]
+    assert len(stored_ids) == len(set(stored_ids)) and set(stored_ids) == set(ids)
 
 
 def _done_days(sink: Any) -> set[str]:
-    return {o.name.rsplit("/", 1)[1].split(".")[0] for o in sink.list(f"{RANGE}/parts/")}
+    """Days whose complete snapshot is in the day store."""
+    return {o.name.split("date=")[1].split("/")[0] for o in sink.list("days/")
+            if o.metadata.get("complete") == "true"}
 
 
 def _kill_when(proc: subprocess.Popen[str], condition: Callable[[], bool],
@@ -89,8 +100,9 @@ def _kill_when(proc: subprocess.Popen[str], condition: Callable[[], bool],
 def test_kill_9_at_many_moments_then_rerun_ends_with_every_record_once(
     sim: Simulator, gcs_emulator: GcsEmulator, bucket_sink: Any
 ) -> None:
-    """Killed mid-page, between units, mid-upload and mid-compose, then rerun each time: the
-    final result holds every record exactly once, and no rerun re-fetches a finished unit."""
+    """Killed mid-page, between units, mid-upload and mid-compose, then retried each time as
+    Cloud Run retries a task (same execution, next attempt): the final result holds every record
+    exactly once, and no retry re-fetches a day whose complete snapshot is stored."""
     with FaultProxy(gcs_emulator.host, []) as proxy:
         env = _env(sim, gcs_emulator, STORAGE_EMULATOR_HOST=proxy.url, FETCH_CONCURRENCY="1")
         uploads = lambda: proxy.forwarded("upload")  # noqa: E731
@@ -105,11 +117,12 @@ def test_kill_9_at_many_moments_then_rerun_ends_with_every_record_once(
             ("mid-compose", lambda r, u, c: lambda: composes() >= c + 1),
         ]
         kills = 0
-        for name, make_condition in moments:
+        for attempt, (name, make_condition) in enumerate(moments):
             done_before = _done_days(bucket_sink)
             ledger_before = len(sim.ledger.snapshot())
             condition = make_condition(sim.request_count(), uploads(), composes())
-            proc = start_job(env)
+            proc = start_job({**env, "CLOUD_RUN_TASK_ATTEMPT": str(attempt),
+                              "SNAPSHOT_MAX_AGE": "0"})
             killed = _kill_when(proc, condition)
             kills += killed
             refetched = {e.start_date for e in sim.ledger.snapshot()[ledger_before:]
@@ -118,13 +131,15 @@ def test_kill_9_at_many_moments_then_rerun_ends_with_every_record_once(
         assert kills >= 5
         ledger_before = len(sim.ledger.snapshot())
         done_before = _done_days(bucket_sink)
-        final = run_job(env)
+        final = run_job({**env, "CLOUD_RUN_TASK_ATTEMPT": str(len(moments)),
+                         "SNAPSHOT_MAX_AGE": "0"})
         assert final.code == 0, final.stderr[-3000:]
         refetched = {e.start_date for e in sim.ledger.snapshot()[ledger_before:]
                      if e.endpoint == "range"}
         assert not refetched & done_before
     _assert_exactly_once(sim, bucket_sink)
-    assert bucket_sink.list(f"{RANGE}/chunks/") == []
+    assert bucket_sink.list(f"{RUN}/chunks/") == []
+    assert bucket_sink.list(f"{RUN}/parts/") == []
 
 
 def _unit_order(lines: list[bytes]) -> list[tuple[str, str]]:
@@ -146,7 +161,7 @@ def test_parallel_tasks_produce_the_single_task_result(make_simulator, gcs_emula
     """N tasks as concurrent processes give the same result as one task: the same lines, units
     in the same order (within a unit, lines are in page arrival order); one summary.json."""
     sim = make_simulator(records_per_day=260, rate_limit_per_minute=None)
-    single = run_job(_env(sim, gcs_emulator, GCS_PREFIX="single"))
+    single = run_job(_env(sim, gcs_emulator, GCS_PREFIX="single", CLOUD_RUN_EXECUTION="one"))
     assert single.code == 0, single.stderr[-3000:]
     execution = {"CLOUD_RUN_JOB": "ia", "CLOUD_RUN_EXECUTION": f"ia-{tasks}",
                  "CLOUD_RUN_TASK_COUNT": str(tasks), "CLOUD_RUN_TASK_ATTEMPT": "0"}
@@ -158,19 +173,22 @@ def test_parallel_tasks_produce_the_single_task_result(make_simulator, gcs_emula
     one = make_test_gcs_sink(gcs_emulator.host, gcs_emulator.bucket, prefix="single")
     many = make_test_gcs_sink(gcs_emulator.host, gcs_emulator.bucket, prefix="parallel")
     try:
-        name = f"{RANGE}/conversions.ndjson.gz"
-        single_lines = gzip.decompress(one.get_bytes(name) or b"").splitlines()
-        many_lines = gzip.decompress(many.get_bytes(name) or b"").splitlines()
+        run = f"runs/{RANGE}/ia-{tasks}"
+        single_lines = gzip.decompress(
+            one.get_bytes(f"runs/{RANGE}/one/conversions.ndjson.gz") or b"").splitlines()
+        many_lines = gzip.decompress(
+            many.get_bytes(f"{run}/conversions.ndjson.gz") or b"").splitlines()
         assert sorted(single_lines) == sorted(many_lines)
         assert len(single_lines) == len(set(single_lines)) == 6 * 260
         assert _unit_order(single_lines) == _unit_order(many_lines) == sorted(
             set(_unit_order(single_lines)))
-        summaries = [o.name for o in many.list(RANGE) if o.name.endswith("summary.json")]
-        assert summaries == [f"{RANGE}/summary.json"]
-        summary = json.loads(many.get_bytes(f"{RANGE}/summary.json") or b"{}")
+        summaries = [o.name for o in many.list("runs/") if o.name.endswith("summary.json")]
+        assert summaries == [f"{run}/summary.json"]
+        summary = json.loads(many.get_bytes(f"{run}/summary.json") or b"{}")
         assert summary["status"] == "succeeded" and summary["task_count"] == tasks
         assert summary["records"] == 6 * 260
-        assert len(many.list(f"{RANGE}/tasks/")) == tasks
+        assert len(many.list(f"{run}/tasks/")) == tasks
+        assert len(many.list("days/")) == 6
     finally:
         one.close()
         many.close()
@@ -241,15 +259,44 @@ def test_sigterm_exits_1_within_10_s_and_a_rerun_completes(make_simulator,
     assert proc.returncode == 1, err[-3000:]
     done = _done_days(bucket_sink)
     assert len(done) >= 2
-    raw = bucket_sink.get_bytes(f"{RANGE}/summary.json")
+    raw = bucket_sink.get_bytes(f"{RUN}/summary.json")
     assert raw is not None, out[-3000:]
     summary = json.loads(raw)
-    assert summary["status"] == "failed"
+    assert summary["status"] == "failed" and summary["stop_reason"] == "interrupted"
     assert summary["units"]["failed"] == 6 - len(done)
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    names = [e.get("event") for e in events]
+    assert "unit_started" not in names[names.index("sigterm_received"):]
+    assert summary["skipped_pages"] == [] and "timeout" not in summary["retries"]
     sim.clear_faults()
     before = len(sim.ledger.snapshot())
-    rerun = run_job(env)
+    rerun = run_job({**env, "CLOUD_RUN_EXECUTION": "ia-x2"})
     assert rerun.code == 0, rerun.stderr[-3000:]
     refetched = {e.start_date for e in sim.ledger.snapshot()[before:] if e.endpoint == "range"}
     assert not refetched & done
-    _assert_exactly_once(sim, bucket_sink)
+    _assert_exactly_once(sim, bucket_sink, f"runs/{RANGE}/ia-x2")
+
+
+@pytest.mark.timeout(300)
+def test_two_executions_of_three_tasks_at_once_each_end_consistent(make_simulator,
+                                                                   gcs_emulator: GcsEmulator,
+                                                                   bucket_sink: Any) -> None:  # type: ignore[no-untyped-def]
+    """Two executions of the same range, 3 tasks each, all six started at once (a Scheduler run
+    during a backfill): every task that exits 0 belongs to an execution whose result and
+    summary exist, agree (crc32c), and hold every record once; the day store too."""
+    sim = make_simulator(records_per_day=260, rate_limit_per_minute=None, latency=0.01)
+    procs = []
+    for execution in ("ia-a", "ia-b"):
+        for index in range(3):
+            procs.append((execution, start_job(_env(
+                sim, gcs_emulator, CLOUD_RUN_EXECUTION=execution, CLOUD_RUN_TASK_COUNT="3",
+                CLOUD_RUN_TASK_INDEX=str(index), CLOUD_RUN_TASK_ATTEMPT="0"))))
+    succeeded: set[str] = set()
+    for execution, proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode in (0, 1), err[-3000:]
+        if proc.returncode == 0:
+            succeeded.add(execution)
+    assert succeeded  # at least one execution finished
+    for execution in succeeded:
+        _assert_exactly_once(sim, bucket_sink, f"runs/{RANGE}/{execution}")

@@ -67,3 +67,36 @@ def start_job(env: Mapping[str, str], stdout: Any = subprocess.DEVNULL) -> subpr
 
 def read_ndjson_gz(data: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in gzip.decompress(data).splitlines()]
+
+
+def run_folder(root: Path, start: str, end: str, execution: str) -> Path:
+    """`runs/{START}_{END}/{EXECUTION}/` under a local output root."""
+    return root / "runs" / f"{start}_{end}" / execution
+
+
+def read_summary(root: Path, start: str, end: str, execution: str) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads(
+        (run_folder(root, start, end, execution) / "summary.json").read_text())
+    return summary
+
+
+def read_result(root: Path, start: str, end: str, execution: str) -> list[dict[str, Any]]:
+    """The records of an execution's composed result."""
+    return read_ndjson_gz((run_folder(root, start, end, execution) / "conversions.ndjson.gz")
+                          .read_bytes())
+
+
+def day_file(root: Path, account: str, date: str) -> Path:
+    """The day store's snapshot of (account, date) under a local output root."""
+    return root / "days" / f"account={account}" / f"date={date}" / "conversions.ndjson.gz"
+
+
+def day_meta(root: Path, account: str, date: str) -> dict[str, str]:
+    """The snapshot's metadata (locally: its sidecar)."""
+    sidecar = day_file(root, account, date).with_name("conversions.ndjson.gz.meta.json")
+    metadata: dict[str, str] = json.loads(sidecar.read_text())["metadata"]
+    return metadata
+
+
+def read_day(root: Path, account: str, date: str) -> list[dict[str, Any]]:
+    return read_ndjson_gz(day_file(root, account, date).read_bytes())

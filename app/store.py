@@ -1,0 +1,288 @@
+"""Where bytes live, and the rules for replacing them: the day store and the runs.
+
+    days/account={account}/date={YYYY-MM-DD}/conversions.ndjson.gz
+        The current snapshot of one (account, day): the durable data. Its metadata (GCS object
+        metadata; locally a sidecar) says when it was fetched, by which execution, how many
+        records, whether it is complete, in which currency, and the counts by status.
+    runs/{START}_{END}/{EXECUTION}/
+        conversions.ndjson.gz       the range as this execution delivered it
+        summary.json                written last
+        tasks/task-{index:05d}.json one task's own summary (rewritten by each attempt)
+        parts/{account}/{date}/{run}.ndjson.gz   scratch: the run's copy of each day
+        chunks/...                  scratch: chunks of a big day, composed into its part
+
+Rules (see the contract, "Output layout"):
+- A complete snapshot in the same currency that is younger than SNAPSHOT_MAX_AGE, or was
+  written by this same execution, is reused (this is resume).
+- A fetch replaces the day's snapshot atomically, by generation, only when it ranks higher:
+  complete beats incomplete, and between two of the same kind the later fetch wins. So an
+  incomplete fetch never replaces a complete snapshot, and an older fetch never a newer one.
+- Each replacement is compared with the snapshot it replaces (`DayChange`): the old snapshot
+  is streamed against the new day's id -> status map, so memory holds one day's map.
+
+Each execution serves its result from its own copies under `parts/` (fetched days, and copies
+of the snapshots it reused or kept), so a concurrent execution replacing a day never changes
+what this one delivers.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import gzip
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.errors import AlreadyExists, StorageError
+from app.sinks import ObjectInfo, Sink
+from app.writer import IdKey, id_key
+
+DAYS_PREFIX = "days/"
+RUNS_PREFIX = "runs/"
+REPLACE_ATTEMPTS = 5
+"""A replace that loses a generation race looks again; this many times at most."""
+
+
+def day_object(account: str, date: str) -> str:
+    """The snapshot of (account, day), in hive-style folders that BigQuery and DuckDB read."""
+    return f"{DAYS_PREFIX}account={account}/date={date}/conversions.ndjson.gz"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The objects of one execution of one range."""
+
+    range_name: str
+    execution: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{RUNS_PREFIX}{self.range_name}/{self.execution}/"
+
+    @property
+    def result(self) -> str:
+        return f"{self.prefix}conversions.ndjson.gz"
+
+    @property
+    def summary(self) -> str:
+        return f"{self.prefix}summary.json"
+
+    def task_summary(self, index: int) -> str:
+        return f"{self.prefix}tasks/task-{index:05d}.json"
+
+    def part(self, account: str, date: str, run_id: str) -> str:
+        return f"{self.prefix}parts/{account}/{date}/{run_id}.ndjson.gz"
+
+    def chunk(self, account: str, date: str, run_id: str, index: int) -> str:
+        return f"{self.prefix}chunks/{account}/{date}/{run_id}-{index:05d}.ndjson.gz"
+
+    @property
+    def scratch_prefixes(self) -> tuple[str, ...]:
+        """What may be deleted once the result is written."""
+        return (f"{self.prefix}parts/", f"{self.prefix}chunks/")
+
+
+# -- snapshot metadata -------------------------------------------------------------------------
+
+
+def iso_utc(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    """What a day snapshot says about itself."""
+
+    fetched_at: float
+    """Wall-clock time (epoch seconds) the fetch of this snapshot started."""
+    execution: str
+    records: int
+    complete: bool
+    currency: str
+    """The `PREFERRED_CURRENCY` it was fetched in; "" for the accounts' local currency."""
+    statuses: Mapping[str, int] = field(default_factory=dict)
+    """Records by `conversion_status`."""
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "fetched_at": iso_utc(self.fetched_at),
+            "execution": self.execution,
+            "records": str(self.records),
+            "complete": "true" if self.complete else "false",
+            "currency": self.currency,
+            "status_counts": json.dumps(dict(sorted(self.statuses.items())), ensure_ascii=False),
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> SnapshotMeta | None:
+        """None when the metadata is missing or unreadable: such a snapshot ranks lowest."""
+        try:
+            statuses = json.loads(metadata.get("status_counts") or "{}")
+            return cls(
+                fetched_at=dt.datetime.fromisoformat(metadata["fetched_at"]).timestamp(),
+                execution=metadata["execution"],
+                records=int(metadata["records"]),
+                complete=metadata["complete"] == "true",
+                currency=metadata.get("currency", ""),
+                statuses={str(k): int(v) for k, v in statuses.items()},
+            )
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return None
+
+    @property
+    def rank(self) -> tuple[bool, float]:
+        return (self.complete, self.fetched_at)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    info: ObjectInfo
+    meta: SnapshotMeta | None
+
+    @property
+    def rank(self) -> tuple[bool, float]:
+        return self.meta.rank if self.meta is not None else (False, float("-inf"))
+
+    @property
+    def complete(self) -> bool:
+        return self.meta is not None and self.meta.complete
+
+
+# -- what changed ------------------------------------------------------------------------------
+
+
+@dataclass
+class DayChange:
+    """A snapshot against the one it replaced (no earlier snapshot: every record is added)."""
+
+    account: str
+    date: str
+    added: int = 0
+    removed: int = 0
+    transitions: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.transitions)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"account": self.account, "date": self.date, "added": self.added,
+                "removed": self.removed, "transitions": dict(sorted(self.transitions.items()))}
+
+
+def compare(account: str, date: str, old: Sink | None, old_name: str | None,
+            new_statuses: Mapping[IdKey, str]) -> DayChange:
+    """Stream the old snapshot (if any) against the new day's id -> status map."""
+    change = DayChange(account, date)
+    matched = 0
+    if old is not None and old_name is not None:
+        with old.open_read(old_name) as raw, gzip.GzipFile(fileobj=raw) as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                record = orjson.loads(line)
+                key = id_key(record.get("conversion_id"))
+                if key is None:
+                    continue
+                status = new_statuses.get(key)
+                if status is None:
+                    change.removed += 1
+                    continue
+                matched += 1
+                before = str(record.get("conversion_status"))
+                if before != status:
+                    change.transitions[f"{before}->{status}"] += 1
+    change.added = len(new_statuses) - matched
+    return change
+
+
+def total_changes(days: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary's `changes`: totals over `days` (each a DayChange.as_dict()), and the days
+    that changed."""
+    transitions: collections.Counter[str] = collections.Counter()
+    for day in days:
+        transitions.update(day.get("transitions") or {})
+    changed = [d for d in days if d.get("added") or d.get("removed") or d.get("transitions")]
+    return {
+        "added": sum(int(d.get("added", 0)) for d in days),
+        "removed": sum(int(d.get("removed", 0)) for d in days),
+        "transitions": dict(sorted(transitions.items())),
+        "days": sorted(changed, key=lambda d: (str(d["account"]), str(d["date"]))),
+    }
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """What `DayStore.replace` did: replaced the snapshot (with its change), or kept the
+    current one because it ranks higher."""
+
+    replaced: bool
+    current: Snapshot | None
+    change: DayChange | None = None
+
+
+class DayStore:
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def look(self, account: str, date: str) -> Snapshot | None:
+        info = self.sink.stat(day_object(account, date))
+        if info is None:
+            return None
+        return Snapshot(info, SnapshotMeta.from_metadata(info.metadata))
+
+    @staticmethod
+    def reusable(snapshot: Snapshot | None, *, now: float, max_age: float, execution: str,
+                 currency: str) -> bool:
+        """A complete snapshot in this currency, written by this execution or younger than
+        `max_age` seconds."""
+        if snapshot is None or snapshot.meta is None or not snapshot.meta.complete:
+            return False
+        meta = snapshot.meta
+        if meta.currency != currency:
+            return False
+        return meta.execution == execution or now - meta.fetched_at < max_age
+
+    def replace(self, account: str, date: str, source: ObjectInfo, meta: SnapshotMeta,
+                statuses: Mapping[IdKey, str]) -> Replacement:
+        """Make `source` (this run's copy) the day's snapshot if it ranks above the current one.
+
+        The write is conditional on the generation looked at, so a concurrent replacement
+        makes it look again rather than overwrite; the change is computed against exactly the
+        version replaced."""
+        name = day_object(account, date)
+        for _ in range(REPLACE_ATTEMPTS):
+            current = self.look(account, date)
+            if current is not None and current.rank >= meta.rank:
+                return Replacement(False, current)
+            try:
+                change = compare(account, date, self.sink if current else None,
+                                 name if current else None, statuses)
+            except (OSError, EOFError, ValueError, zlib.error):
+                # An unreadable old snapshot (not gzip NDJSON): replace it, count all as added.
+                change = compare(account, date, None, None, statuses)
+            try:
+                info = self.sink.compose(
+                    name, [source.name], metadata=meta.to_metadata(),
+                    if_generation_match=current.info.generation if current else 0)
+            except AlreadyExists:
+                continue
+            return Replacement(True, Snapshot(info, meta), change)
+        raise StorageError(f"{name}: replaced concurrently {REPLACE_ATTEMPTS} times in a row")
+
+    def copy_for_run(self, snapshot: Snapshot, target: str) -> ObjectInfo | None:
+        """Copy `snapshot` into this run's folder as `target`; None when the day's snapshot
+        was replaced meanwhile (the copy then holds other bytes and is removed)."""
+        info = self.sink.compose(target, [snapshot.info.name], if_generation_match=0)
+        if info.crc32c == snapshot.info.crc32c and info.size == snapshot.info.size:
+            return info
+        self.sink.delete(target)
+        return None
