@@ -82,9 +82,25 @@ CATALOG: dict[str, tuple[str, str]] = {
     ),
     "page_fetched": (
         "📄 {account} {date} 第{page}/{pages}页：{records}条记录"
-        "（{duration_ms}毫秒，第{attempt}次尝试）",
+        "（请求{duration_ms}毫秒，限流等待{wait_ms}毫秒，第{attempt}次尝试）",
         "📄 {account} {date} page {page}/{pages}: {records} records"
-        " ({duration_ms} ms, attempt {attempt})",
+        " ({duration_ms} ms request, {wait_ms} ms throttle wait, attempt {attempt})",
+    ),
+    "page_probe": (
+        "🔎 {account} {date} 前{dead}页都无法获取，改用第{page}页确定当天的页数",
+        "🔎 {account} {date}: the first {dead} page(s) are dead; sizing the day from page {page}",
+    ),
+    "page_interrupted": (
+        "⏹️ {account} {date} 第{page}页的请求因停止信号中断",
+        "⏹️ {account} {date} page {page}: request cut short by the stop signal",
+    ),
+    "saved": (
+        "💾 已保存 {path}（{bytes_human}）",
+        "💾 Saved {path} ({bytes_human})",
+    ),
+    "save_failed": (
+        "❌ 无法保存 {path}：{error}",
+        "❌ Could not save {path}: {error}",
     ),
     "page_retry": (
         "🔁 {account} {date} 第{page}页{error_label}重试{attempt}，{wait}秒后重试：{error}",
