@@ -483,8 +483,9 @@ class Job:
     def _on_page(self, account: str, day: dt.date, page: Page, duration: float) -> None:
         if self._watchdog is not None:
             self._watchdog.progress()
-        progress = self._progress.page_done(account, day.isoformat(), page.pages)
-        if page.page % 10 == 0 or page.next_page is None:
+        unit_done = self._progress.page_done(account, day.isoformat(), page.pages)
+        progress = self._progress
+        if page.page % 10 == 0 or unit_done:
             elapsed = max(self.clock() - self._started, 1e-6)
             rate = self.state.pages / elapsed * 60
             self.log.info(
@@ -690,15 +691,19 @@ class Progress:
     units_total: int = 0
     pages_done: int = 0
     _known: dict[tuple[str, str], int] = field(default_factory=dict)
+    _done: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     _reported: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def page_done(self, account: str, date: str, pages: int) -> Progress:
+    def page_done(self, account: str, date: str, pages: int) -> bool:
+        """Count a page of (account, date), a day of `pages` pages; True when that was the
+        day's last page to arrive (pages arrive out of order)."""
         with self._lock:
             self.pages_done += 1
             key = (account, date)
             self._known[key] = max(self._known.get(key, 0), pages)
-            return self
+            self._done[key] += 1
+            return self._done[key] == self._known[key]
 
     @property
     def fraction(self) -> float:

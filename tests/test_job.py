@@ -239,3 +239,42 @@ def test_leftovers_of_killed_attempts_are_deleted_once_the_result_is_written(
     assert {f"{run}/notes/_compose.txt", other, f"{run}/conversions.ndjson.gz"} <= names
     rows = read_ndjson_gz(gcs_sink.get_bytes(f"{run}/conversions.ndjson.gz"))
     assert len(rows) == 300
+
+
+@pytest.mark.timeout(60)
+def test_an_unreachable_api_fails_the_run_fast_with_exit_1(tmp_path: Path) -> None:
+    """INVOLVE_ASIA_BASE_URL on a closed port: connection refused is `network` (not a timeout),
+    and the run ends `failed` with exit 1 after the first page's first attempts, not after
+    page after page of skips."""
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    began = time.monotonic()
+    run = run_job(job_env(f"http://127.0.0.1:{port}/api", START, END, OUTPUT_DIR=str(tmp_path),
+                          CLOUD_RUN_EXECUTION="e1"))
+    elapsed = time.monotonic() - began
+    assert run.code == 1, run.stderr[-2000:]
+    assert elapsed < 20
+    failed = run.named("run_failed")
+    assert failed and {e["error_class"] for e in failed} == {"network"}
+    assert run.named("page_skipped") == []
+    assert all(e.get("error_class") != "timeout" for e in run.events())
+    summary = read_summary(tmp_path, START, END, "e1")
+    assert summary["status"] == "failed" and summary["stop_reason"] == "fatal"
+    assert summary["retries"] == {"network": 3}
+
+
+@pytest.mark.timeout(120)
+def test_run_progress_never_goes_backwards_and_ends_at_100(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two days fetched side by side: `run_percent` only grows, and the last report says 100."""
+    sim = make_simulator(records_per_day=2000, rate_limit_per_minute=None)
+    run = run_job(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
+                          CLOUD_RUN_EXECUTION="e1"))
+    assert run.code == 0, run.stderr[-2000:]
+    percents = [e["run_percent"] for e in run.named("progress")]
+    assert len(percents) >= 6
+    assert percents == sorted(percents)
+    assert percents[-1] == 100.0
