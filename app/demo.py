@@ -49,8 +49,8 @@ def demo_environment(base_url: str, env: Mapping[str, str], end: dt.date) -> dic
 
 
 def run_demo(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> int:
-    from app.__main__ import run, setup_logging
     from app.config import load_settings
+    from app.runner import run, setup_logging
     from app.simulator import Fault, SimAccount, Simulator
     from app.store import DAYS_PREFIX, RUNS_PREFIX
 

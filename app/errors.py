@@ -19,7 +19,7 @@ whether a retry can help and which summary bucket it counts in.
     │       └── RequestRejected        "validation"   401 "Incorrect arguments": a bug in our request
     ├── ConfigError                bad settings (exit 2)
     ├── StorageError               the sink failed permanently (exit 1)
-    │   ├── StorageCredentialsError    no credentials/project for the client (exit 2)
+    │   ├── StorageCredentialsError    "config": no credentials/project for the client (exit 2)
     │   └── AlreadyExists              a create-only write found the object there
     ├── ApiUnreachable             an account never reached the API: connection-level failures only (exit 1)
     └── Interrupted                SIGTERM: stop taking new work (exit 1)
@@ -144,9 +144,10 @@ class StorageError(JobError):
 
 
 class StorageCredentialsError(StorageError):
-    """No usable credentials or project for the storage client: a retry will not help (exit 2)."""
+    """No usable credentials or project for the storage client: bad configuration, a retry
+    will not help (exit 2)."""
 
-    error_class = "storage_credentials"
+    error_class = "config"
 
 
 class AlreadyExists(StorageError):

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from app import summary as summary_mod
+from app.api import AccountClient
 from app.config import Account, Settings
 from app.errors import AlreadyExists, JobError, StorageError
 from app.http import HttpClient
-from app.involve_asia import AccountClient, Page
 from app.logs import current_language, get_logger, register_secret
 from app.messages import error_class_label
+from app.models import Page
 from app.monitor import ResourceMonitor, Watchdog
 from app.outcome import Outcome, Status, StopReason, UnitState, decide
 from app.output import UnitOutput, put_json, read_json

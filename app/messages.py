@@ -228,7 +228,6 @@ _ERROR_CLASS_LABELS: dict[str, tuple[str, str]] = {
     "auth": ("认证失败", "authentication failed"),
     "validation": ("参数错误", "invalid request"),
     "storage": ("存储错误", "storage error"),
-    "storage_credentials": ("存储凭据无效", "storage credentials missing"),
     "config": ("配置错误", "configuration error"),
     "exists": ("对象已存在", "object already exists"),
     "interrupted": ("被中断", "interrupted"),

@@ -55,7 +55,7 @@ from app.errors import (
     FetchError,
     RequestInterrupted,
 )
-from app.involve_asia import Page
+from app.models import Page, SkippedPage
 from app.retry import RetryPolicy
 
 MAX_REREADS = 3
@@ -105,20 +105,6 @@ class Query:
         if self.start == self.end:
             return self.start.isoformat()
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
-
-
-@dataclass(frozen=True)
-class SkippedPage:
-    account: str
-    date: str
-    page: int
-    attempts: int
-    error_class: str
-    error: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"account": self.account, "date": self.date, "page": self.page,
-                "attempts": self.attempts, "error_class": self.error_class, "error": self.error}
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from app.__main__ import limit_malloc_arenas, open_sink
+from app.__main__ import limit_malloc_arenas
 from app.config import load_settings
 from app.errors import StorageError
+from app.runner import open_sink
 from app.simulator import Simulator
 from app.sinks import GCSSink
 from tests.support.gcs_fixtures import GcsEmulator

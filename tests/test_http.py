@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from app.api import AccountClient
 from app.errors import (
     ConnectFailed,
     FetchError,
@@ -19,7 +20,6 @@ from app.errors import (
     RequestTimeout,
 )
 from app.http import HttpClient
-from app.involve_asia import AccountClient
 from app.ratelimit import RateLimiter
 from app.simulator import Fault, Simulator
 

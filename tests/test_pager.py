@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from app.api import AccountClient
 from app.errors import (
     ApiUnreachable,
     ConnectFailed,
@@ -28,8 +29,8 @@ from app.errors import (
     RequestTimeout,
 )
 from app.http import HttpClient
-from app.involve_asia import AccountClient, Page
-from app.pager import Pager, RunState, SkippedPage
+from app.models import Page, SkippedPage
+from app.pager import Pager, RunState
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
 from app.simulator import Fault, Simulator
