@@ -295,22 +295,18 @@ _executions = itertools.count(1)
 
 def run_ours(sim: Simulator, start: str, end: str, settings: Mapping[str, str], *,
              workdir: Path, gcs: GcsEmulatorProcess | None = None,
-             output: Path | None = None, argv: Sequence[str] | None = None,
-             timeout: float = 900.0) -> ClientRun:
+             argv: Sequence[str] | None = None, timeout: float = 900.0) -> ClientRun:
     """`python -m app` against `sim`; output to `gcs` if given, else a local folder.
 
     The job's scratch space is a fresh TMPDIR; peak disk counts it, plus the local output
-    folder when there is no GCS (then the output really is on the local disk). `output` is that
-    folder (default: a fresh one in `workdir`); pass the same one to two runs to have the
-    second refresh the first one's day store. Each run is its own execution
-    (CLOUD_RUN_EXECUTION `bench-N`, unless `settings` names one), so its summary is found at
-    `runs/{START}_{END}/{EXECUTION}/summary.json`.
+    folder when there is no GCS (then the output really is on the local disk). Two runs
+    against one `gcs` share its day store: the second reuses or refreshes the first's days.
+    Each run is its own execution (CLOUD_RUN_EXECUTION `bench-N`, unless `settings` names
+    one), so its summary is found at `runs/{START}_{END}/{EXECUTION}/summary.json`.
     """
-    tmpdir = workdir / "tmp"
+    tmpdir, output = workdir / "tmp", workdir / "output"
     tmpdir.mkdir()
-    if output is None:
-        output = workdir / "output"
-    output.mkdir(exist_ok=True)
+    output.mkdir()
     execution = settings.get("CLOUD_RUN_EXECUTION") or f"bench-{next(_executions)}"
     env = client_env(sim, start, end, tmpdir, {"OUTPUT_DIR": str(output),
                                                "CLOUD_RUN_EXECUTION": execution, **settings})
@@ -320,16 +316,12 @@ def run_ours(sim: Simulator, start: str, end: str, settings: Mapping[str, str], 
     skip = len(sim.ledger)
     proc = run_measured(argv or ours_command(), env, workdir=workdir, watch=watch, timeout=timeout)
     entries = sim.ledger.snapshot()[skip:]
-    # The day-store layout, then the per-range layout it replaces (until that code is gone).
-    names = (f"runs/{start}_{end}/{execution}/summary.json", f"{start}_{end}/summary.json")
-    raw: bytes | None = None
-    for name in names:
-        if gcs is not None:
-            raw = gcs.get(f"{env.get('GCS_PREFIX', 'conversions')}/{name}")
-        elif (output / name).exists():
-            raw = (output / name).read_bytes()
-        if raw:
-            break
+    name = f"runs/{start}_{end}/{execution}/summary.json"
+    raw: bytes | None
+    if gcs is not None:
+        raw = gcs.get(f"{env.get('GCS_PREFIX', 'conversions')}/{name}")
+    else:
+        raw = (output / name).read_bytes() if (output / name).exists() else None
     summary: dict[str, Any] = json.loads(raw) if raw else {}
     records = summary.get("records")
     return ClientRun("ours", proc, entries, int(records) if isinstance(records, int) else None,

@@ -21,6 +21,7 @@ Two consequences, both stated in docs/performance.md:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -428,6 +429,169 @@ def volume(ctx: Context) -> list[Row]:
     return rows
 
 
+# ------------------------------------------------------------------- refresh (day store)
+
+ACCOUNT = "default"
+"""The one account of the bench simulators (the job's default INVOLVE_ASIA_ACCOUNT_NAME)."""
+REFRESH_RECORDS = 100_000
+LATE_RECORDS = 500
+"""Late conversions that arrive between the first fetch and the refresh of a day."""
+
+
+REFRESH_RSS_GOAL_MB = 15.0
+"""A refresh holds one day's id -> status map and streams the old snapshot: for 100 k records
+it may cost at most this much more than the first fetch of the day (the volume goal's margin)."""
+WINDOW_DAYS = 90
+"""The scheduled refresh window (DEFAULT_DATE_RANGE=90)."""
+WINDOW_PAGES_PER_DAY = 6
+"""540 pages, 27 s at R: under one 60 s window (as the throttle runs), so the job's spacing is
+what paces the requests; about the throttle goal's 600 pages."""
+WINDOW_RATIO_GOAL = 1.05
+"""The healthy throttle goal, on the fetch phase of the full run's 540 pages: start-up and the
+finish (composing 90 days) are fixed seconds that the 20x time scaling does not shrink, so on
+the wall clock they weigh 20x what they weigh at 60/min; the table shows them apart."""
+
+
+def _transitions(before: dict[int, str], after: dict[int, str]) -> collections.Counter[str]:
+    """Status transitions from `before` to `after`, as the summary's `changes` names them."""
+    return collections.Counter(f"{before[cid]}->{status}" for cid, status in after.items()
+                               if cid in before and before[cid] != status)
+
+
+def _changes_match(run: ClientRun, transitions: collections.Counter[str], added: int) -> bool:
+    changes = run.summary.get("changes") or {}
+    return (changes.get("transitions") == dict(transitions) and changes.get("added") == added
+            and changes.get("removed") == 0)
+
+
+def _expect_changes(scenario: str, what: str, run: ClientRun, transitions: collections.Counter[str],
+                    added: int) -> Row:
+    """A row judging the summary's `changes` against what the simulator changed."""
+    changes = run.summary.get("changes") or {}
+    found = sum((changes.get("transitions") or {}).values())
+    return Row(scenario, f"{what}: status transitions + additions in summary `changes` "
+                          f"(simulator: {sum(transitions.values()):,} + {added:,})",
+               found + int(changes.get("added") or 0), None, goal="exactly the simulator's",
+               passed=_changes_match(run, transitions, added), show_ratio=False, digits=0,
+               details={"changes": {k: v for k, v in changes.items() if k != "days"},
+                        "expected_transitions": dict(transitions), "expected_added": added})
+
+
+def refresh(ctx: Context) -> list[Row]:
+    """Peak RSS of a refresh of a 100 k-record day against its old snapshot (statuses moved on,
+    late records arrived), next to the first fetch of the same day; GCS emulator."""
+    start, end = day_range(1)
+    settings = {**UNTHROTTLED, "FETCH_CONCURRENCY": str(ctx.concurrency)}
+    with GcsEmulatorProcess() as gcs, simulator(records_per_day=REFRESH_RECORDS) as sim:
+        ctx.log(f"refresh: first fetch of a {REFRESH_RECORDS:,}-record day, GCS emulator")
+        with scratch_dir("refresh") as work:
+            first = run_ours(sim, start, end, settings, workdir=work, gcs=gcs)
+        _check(first, "refresh, first fetch")
+        before = sim.statuses(ACCOUNT, start)
+        sim.advance_validation()
+        sim.insert_records(ACCOUNT, start, LATE_RECORDS)
+        transitions = _transitions(before, sim.statuses(ACCOUNT, start))
+        ctx.log(f"refresh: the same day again, SNAPSHOT_MAX_AGE=0, "
+                f"{sum(transitions.values()):,} statuses moved, {LATE_RECORDS} late records")
+        with scratch_dir("refresh") as work:
+            again = run_ours(sim, start, end, {**settings, "SNAPSHOT_MAX_AGE": "0"},
+                             workdir=work, gcs=gcs)
+        _check(again, "refresh")
+    first_mb, again_mb = first.proc.max_rss_bytes / MB, again.proc.max_rss_bytes / MB
+    day = f"{REFRESH_RECORDS:,}-record day"
+    ctx.results["refresh"] = {
+        "records": REFRESH_RECORDS, "late_records": LATE_RECORDS,
+        "first": {"wall": first.proc.wall, "cpu": first.proc.cpu_seconds, "max_rss_mb": first_mb,
+                  "requests": first.requests},
+        "refresh": {"wall": again.proc.wall, "cpu": again.proc.cpu_seconds,
+                    "max_rss_mb": again_mb, "requests": again.requests,
+                    "changes": {k: v for k, v in (again.summary.get("changes") or {}).items()
+                                if k != "days"}}}
+    return [
+        Row("refresh", f"{day}, first fetch: peak RSS", first_mb, None, "MB", digits=1,
+            details={"cpu": first.proc.cpu_seconds, "wall": first.proc.wall}),
+        Row("refresh", f"{day} refreshed against its snapshot: peak RSS", again_mb, None, "MB",
+            digits=1, details={"cpu": again.proc.cpu_seconds, "wall": again.proc.wall}),
+        Row("refresh", f"{day}: peak RSS refresh − first fetch", again_mb - first_mb, None, "MB",
+            goal=f"≤ {REFRESH_RSS_GOAL_MB:g} MB", passed=again_mb - first_mb <= REFRESH_RSS_GOAL_MB,
+            show_ratio=False, digits=1),
+        Row("refresh", f"{day}: CPU seconds, refresh / first fetch",
+            again.proc.cpu_seconds / first.proc.cpu_seconds, None, "", digits=2,
+            details={"first": first.proc.cpu_seconds, "refresh": again.proc.cpu_seconds}),
+        _expect_changes("refresh", day, again, transitions, LATE_RECORDS),
+    ]
+
+
+def refresh_window(ctx: Context) -> list[Row]:
+    """A 90-day refresh at the throttle: requests sent against pages + 1 authentication, and wall
+    time against the throttle bound pages ÷ R (R scaled as in the throttle scenarios).
+
+    The day store is first filled from an unthrottled simulator; the refresh then runs against
+    a throttled one with the same seed (so the same data), whose statuses have moved on.
+    """
+    pages_per_day = 1 if ctx.quick else WINDOW_PAGES_PER_DAY
+    pages = WINDOW_DAYS * pages_per_day
+    start, end = day_range(WINDOW_DAYS)
+    days = [START + dt.timedelta(days=i) for i in range(WINDOW_DAYS)]
+    name = f"{WINDOW_DAYS} days × {pages_per_day} page{'s' if pages_per_day > 1 else ''}"
+    with GcsEmulatorProcess() as gcs:
+        ctx.log(f"refresh-window: first fetch of {name}, unthrottled")
+        with simulator(records_per_day=pages_per_day * 100) as sim, \
+                scratch_dir("window") as work:
+            first = run_ours(sim, start, end, {**UNTHROTTLED,
+                                               "FETCH_CONCURRENCY": str(ctx.concurrency)},
+                             workdir=work, gcs=gcs)
+            _check(first, "refresh window, first fetch")
+            before = {day: sim.statuses(ACCOUNT, day) for day in days}
+        throttled = {"REQUESTS_PER_MINUTE": str(R), "REQUEST_DELAY": f"{INTERVAL:g}",
+                     "FETCH_CONCURRENCY": str(ctx.concurrency), **scaled_waits(),
+                     "SNAPSHOT_MAX_AGE": "0"}
+        with simulator(records_per_day=pages_per_day * 100, rate_limit=R,
+                       latency=INTERVAL) as sim, scratch_dir("window") as work:
+            sim.advance_validation()
+            transitions: collections.Counter[str] = collections.Counter()
+            for day in days:
+                transitions.update(_transitions(before[day], sim.statuses(ACCOUNT, day)))
+            ctx.log(f"refresh-window: refresh at R = {R}/min, L = 60/R, {pages} pages, "
+                    f"{sum(transitions.values()):,} statuses moved")
+            run = run_ours(sim, start, end, throttled, workdir=work, gcs=gcs)
+            _check(run, "refresh window")
+    bound = pages / (R / 60.0)
+    ratio, span = run.proc.wall / bound, run.request_span / bound
+    first_request = run.first_request_after_spawn or 0.0
+    finish = run.proc.wall - first_request - run.request_span
+    small = (f"{pages} one-page days: the per-day store work, not scaled with R, weighs "
+             f"{WINDOW_PAGES_PER_DAY}× more per page; set for {WINDOW_PAGES_PER_DAY} pages a day"
+             if ctx.quick else "")
+    auth = sum(1 for entry in run.entries if entry.endpoint != "range")
+    ctx.results["refresh_window"] = {
+        "days": WINDOW_DAYS, "pages_per_day": pages_per_day, "pages": pages, "R": R,
+        "requests": run.requests, "auth_requests": auth, "wall": run.proc.wall, "bound": bound,
+        "first_request": first_request, "finish": finish, "span_ratio": span,
+        "server_429": run.count("rate_limited"),
+        "records": run.records, "summary_status": run.summary.get("status")}
+    expected_records = pages * 100
+    return [
+        Row("refresh-window", f"{name} refresh: requests sent (ideal: {pages} pages + 1 auth)",
+            run.requests, None, goal=f"= {pages + 1}", passed=run.requests == pages + 1,
+            show_ratio=False, digits=0, details={"auth": auth}),
+        Row("refresh-window", f"{name} refresh: first request → last answer / (pages ÷ R)", span,
+            None, "", goal=f"≤ {WINDOW_RATIO_GOAL}",
+            passed=judged(span <= WINDOW_RATIO_GOAL, small), not_judged=small, digits=3),
+        Row("refresh-window", f"{name} refresh: wall / (pages ÷ R)", ratio, None, "", digits=3,
+            details={"wall": round(run.proc.wall, 2), "bound": round(bound, 2)}),
+        Row("refresh-window", f"{name} refresh: start-up + finish (not scaled with R)",
+            first_request + finish, None, "s",
+            details={"start_up": round(first_request, 3), "finish": round(finish, 3)}),
+        Row("refresh-window", f"{name} refresh: 429s from the simulator", run.count("rate_limited"),
+            None, goal="0", passed=run.count("rate_limited") == 0, show_ratio=False, digits=0),
+        Row("refresh-window", f"{name} refresh: records stored (of {expected_records:,})",
+            run.records, None, goal=f"= {expected_records:,}",
+            passed=run.records == expected_records, show_ratio=False, digits=0),
+        _expect_changes("refresh-window", f"{name} refresh", run, transitions, 0),
+    ]
+
+
 # ------------------------------------------------------------------------ hang detection
 
 HANG_TIMEOUT = 2.0
@@ -493,9 +657,11 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "throttle": throttle,
     "concurrency": concurrency,
     "volume": volume,
+    "refresh": refresh,
+    "refresh-window": refresh_window,
     "profile": profile,
 }
 """Every scenario, in the order the full bench runs them."""
-QUICK = ("startup", "hang", "throttle", "volume")
+QUICK = ("startup", "hang", "throttle", "volume", "refresh", "refresh-window")
 """What `--quick` runs (each in its reduced size)."""
 

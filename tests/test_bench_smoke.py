@@ -79,3 +79,21 @@ def test_a_failed_goal_fails_the_exit_code_and_an_unjudged_one_does_not() -> Non
     assert failed.cells()[5] == "FAIL"
     assert exit_code([unjudged]) == 0
     assert exit_code([unjudged, failed]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_bench_quick_refresh_scenarios_count_requests_and_changes() -> None:
+    """`--only refresh,refresh-window --quick` exits 0: the 90-day refresh sends exactly its
+    pages + 1 authentication, and both refreshes report exactly the simulator's changes."""
+    proc = subprocess.run([sys.executable, "-m", "bench", "--only", "refresh,refresh-window",
+                           "--quick"], cwd=REPO, capture_output=True, text=True, timeout=140)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rows = _table(proc.stdout)
+    requests = next(row for row in rows if "requests sent (ideal: 90 pages + 1 auth)" in row[1])
+    assert requests[2:] == ["91", "—", "goal = 91", "PASS"], requests
+    changes = [row for row in rows if "summary `changes`" in row[1]]
+    assert [row[0] for row in changes] == ["refresh", "refresh-window"], rows
+    assert all(row[5] == "PASS" and int(row[2].replace(",", "")) > 0 for row in changes), changes
+    memory = next(row for row in rows if row[1].endswith("peak RSS refresh − first fetch"))
+    assert memory[5] == "PASS", memory
