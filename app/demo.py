@@ -50,6 +50,7 @@ def demo_environment(base_url: str, env: Mapping[str, str], end: dt.date) -> dic
 
 def run_demo(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> int:
     from app.config import load_settings
+    from app.messages import label
     from app.runner import run, setup_logging
     from app.simulator import Fault, SimAccount, Simulator
     from app.store import DAYS_PREFIX, RUNS_PREFIX
@@ -81,10 +82,9 @@ def run_demo(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> int
             setup_logging(settings, demo_env)
             codes.append(run(settings, env=demo_env))
             executions.append((name, root / RUNS_PREFIX / settings.range_name / name))
-    english = settings.log_language == "en"
-    lines = ["", ("Demo finished, exit codes " if english else "演示结束，退出码 ")
-             + ", ".join(map(str, codes)),
-             ("  day store: " if english else "  每日数据: ") + str(root / DAYS_PREFIX)]
+    language = settings.log_language
+    lines = ["", label("demo_finished", language) + ", ".join(map(str, codes)),
+             f"  {label('demo_day_store', language)}: {root / DAYS_PREFIX}"]
     for name, folder in executions:
         lines.append(f"  {name}: " + str(folder / "conversions.ndjson.gz"))
         lines.append(" " * (len(name) + 4) + str(folder / "summary.json"))

@@ -30,7 +30,7 @@ from app.config import Account, Settings
 from app.errors import AlreadyExists, JobError, StorageError
 from app.http import HttpClient
 from app.logs import current_language, get_logger, register_secret
-from app.messages import error_class_label
+from app.messages import render_message
 from app.models import Page
 from app.monitor import ResourceMonitor, Watchdog
 from app.outcome import Outcome, Status, StopReason, UnitState, decide
@@ -500,15 +500,8 @@ class Job:
             )
 
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
-        lang = current_language()
-        label = error_class_label(str(fields.get("error_class")), lang)
-        page, attempt = fields.get("page"), fields.get("attempt")
-        if lang == "zh":
-            action = f"重试{attempt}" if kind == "retry" else "跳过"
-            title = f"[{fields.get('account')}] {fields.get('date')} 第{page}页{label}{action}"
-        else:
-            action = f"retry {attempt}" if kind == "retry" else "skipped"
-            title = f"[{fields.get('account')}] {fields.get('date')} page {page} {label}, {action}"
+        """A retry or a skip: a resource report titled with what happened."""
+        title = render_message(f"trouble_{kind}", fields, current_language())
         self.monitor.report(title, self.log, level="warning" if kind == "retry" else "error")
 
     def _status(self) -> dict[str, Any]:

@@ -210,11 +210,83 @@ CATALOG: dict[str, tuple[str, str]] = {
         "📝 运行摘要已由其他任务写入：{object}",
         "📝 The run summary was already written by another task: {object}",
     ),
+    "trouble_retry": (
+        "[{account}] {date} 第{page}页{error_label}重试{attempt}",
+        "[{account}] {date} page {page} {error_label}, retry {attempt}",
+    ),
+    "trouble_skip": (
+        "[{account}] {date} 第{page}页{error_label}跳过",
+        "[{account}] {date} page {page} {error_label}, skipped",
+    ),
     "watchdog_failed": (
         "⚠️ 看门狗检查出错（运行继续）：{error}",
         "⚠️ Watchdog check failed (the run goes on): {error}",
     ),
 }
+
+LABELS: dict[str, tuple[str, str]] = {
+    # report blocks (app/reports.py), the demo's closing lines, the job's trouble titles
+    # resource report
+    "resource_title": ("📊 资源报告", "📊 Resource report"),
+    "memory": ("内存", "Memory"),
+    "cpu": ("CPU", "CPU"),
+    "connections": ("网络连接", "Connections"),
+    "disk": ("磁盘", "Disk"),
+    "output_files": ("输出文件", "Output files"),
+    "uptime": ("运行时长", "Uptime"),
+    "api": ("API连通性", "API reachable"),
+    "failed": ("❌ 获取失败", "❌ unavailable"),
+    "process": ("进程", "process"),
+    "system": ("系统", "system"),
+    "cores": ("核", "cores"),
+    "established": ("已建立", "established"),
+    "total": ("总计", "total"),
+    "used": ("已用", "used"),
+    "free": ("可用", "free"),
+    "files": ("个文件", "files"),
+    "newest": ("最新", "newest"),
+    "no_local_output": ("未使用本地输出", "no local output"),
+    "reachable": ("✅ 可达", "✅ reachable"),
+    "unreachable": ("❌ 不可达", "❌ unreachable"),
+    "not_configured": ("未配置", "not configured"),
+    # skip report
+    "skip_title": ("⏭️ 跳过的页面", "⏭️ Skipped pages"),
+    "no_skips": ("✅ 没有跳过的页面", "✅ No skipped pages"),
+    "account": ("账户", "Account"),
+    "date": ("日期", "Date"),
+    "page": ("页码", "Page"),
+    "error": ("错误", "Error"),
+    "attempts": ("尝试次数", "Attempts"),
+    # final summary
+    "summary_title": ("🏁 运行摘要", "🏁 Run summary"),
+    "status": ("状态", "Status"),
+    "range": ("日期范围", "Date range"),
+    "accounts": ("账户", "Accounts"),
+    "runtime": ("总用时", "Runtime"),
+    "records": ("记录数", "Records"),
+    "pages": ("页数", "Pages"),
+    "requests": ("请求数", "Requests"),
+    "units": ("任务单元", "Units"),
+    "units_value": ("共{total}个，完成{done}个，失败{failed}个", "{done}/{total} done, {failed} failed"),
+    "skipped": ("跳过页数", "Skipped pages"),
+    "retries": ("重试", "Retries"),
+    "no_retries": ("无", "none"),
+    "currency": ("币种", "Currency"),
+    "local_currency": ("账户本币", "local"),
+    "reused": ("沿用快照", "Reused days"),
+    "kept": ("保留快照", "Kept days"),
+    "changes": ("数据变化", "Changes"),
+    "changes_value": ("新增{added}条 · 移除{removed}条", "{added} added · {removed} removed"),
+    "demo_finished": ("演示结束，退出码 ", "Demo finished, exit codes "),
+    "demo_day_store": ("每日数据", "day store"),
+    "conversion_pending": ("待审核", "pending"),
+    "conversion_approved": ("已通过", "approved"),
+    "conversion_rejected": ("已拒绝", "rejected"),
+    "bytes_written": ("写入字节", "Bytes written"),
+    "result": ("结果文件", "Result"),
+    "no_result": ("无", "none"),
+}
+
 
 _ERROR_CLASS_LABELS: dict[str, tuple[str, str]] = {
     "timeout": ("超时", "timeout"),
@@ -243,6 +315,15 @@ _STATUS_LABELS: dict[str, tuple[str, str]] = {
 
 def _pick(pair: tuple[str, str], language: Language) -> str:
     return pair[1] if language == "en" else pair[0]
+
+
+def label(key: str, language: Language) -> str:
+    """A fixed piece of text (a report label, a heading) in `language`."""
+    return _pick(LABELS[key], language)
+
+
+def has_label(key: str) -> bool:
+    return key in LABELS
 
 
 def error_class_label(error_class: str, language: Language) -> str:
