@@ -1,47 +1,64 @@
-"""Log setup: structlog processors build each event; stdlib logging writes it.
+"""Log setup: structlog processors shape every event; one stdlib handler writes it.
 
-Every event goes through one chain of small processors (structlog convention):
+structlog events and records from other libraries (urllib3, google-*) meet in one
+`structlog.stdlib.ProcessorFormatter` on the root logger's handler, and go through one chain of
+small processors:
 
-    level filter -> context vars -> call site -> exception text -> JSON-safe values
-    -> redaction + field caps -> human message -> entry size budget -> hand over to stdlib
+    level -> call site -> time -> exception text -> JSON-safe values -> redaction + field caps
+    -> human message -> render
 
-and then to one handler on the root logger:
+- "json" (Cloud Run, no TTY, LOG_FORMAT=json): one JSON object per line, Cloud Logging's
+  structured format written by structlog's `JSONRenderer`: severity, message, event, time,
+  `logging.googleapis.com/labels` (the job's labels and the account),
+  `logging.googleapis.com/sourceLocation`, then the event's own fields. An entry that would
+  exceed Cloud Logging's entry limit keeps only its scalar fields (`entry_truncated`).
+- "console" (a terminal, LOG_FORMAT=console): structlog's `ConsoleRenderer`, one readable line
+  per event (time, level, message, [event fields]); multi-line reports and tracebacks below it.
 
-- "json" (Cloud Run, no TTY, LOG_FORMAT=json): google-cloud-logging's `StructuredLogHandler`,
-  constructed explicitly (synchronous, writes to the stream, flushes every line). Never
-  `Client.setup_logging()`: for a Cloud Run job that picks a background-thread API handler that
-  loses entries when the process exits. We pass the event as a dict message, the account label
-  through `extra["labels"]` and the app call site through `extra["source_location"]`, and fix the
-  handler's output so each line is exactly: severity, message, event, time, labels,
-  sourceLocation, then the event's fields. (Left alone it drops `time`, adds a `python_logger`
-  label, empty trace/span/httpRequest keys, and a one-off diagnostic line without our fields.)
-- "console" (a terminal, LOG_FORMAT=console): one readable line per event, multi-line reports and
-  tracebacks below it.
-
-Records from other libraries (urllib3, google-*) reach the same handler and are redacted and
-capped the same way.
-
+Secrets are removed by `app.redaction`, the one place that knows what a secret looks like.
 Human-readable messages come from `app.messages.CATALOG` in the configured language; JSON field
 names are English either way.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import sys
 import threading
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import PurePath
 from typing import Any, Literal, TextIO, cast
-from urllib.parse import quote, quote_plus
 
 import structlog
+from structlog.dev import DIM, GREEN, RED, RESET_ALL, YELLOW, Column, KeyValueColumnFormatter
+from structlog.processors import CallsiteParameter
+from structlog.typing import EventDict, Processor
 
 from app.messages import render_message
+from app.redaction import (
+    REDACTED,
+    clear_secrets,
+    is_secret_name,
+    redact_text,
+    register_secret,
+)
+
+__all__ = [
+    "REDACTED",
+    "LanguageCode",
+    "LogFormat",
+    "clear_secrets",
+    "configure_logging",
+    "current_language",
+    "get_logger",
+    "redact_text",
+    "register_secret",
+    "reset_logging",
+    "resolve_format",
+]
 
 LogFormat = Literal["json", "console"]
 LanguageCode = Literal["zh", "en"]
@@ -50,9 +67,7 @@ LABELS_KEY = "logging.googleapis.com/labels"
 SOURCE_KEY = "logging.googleapis.com/sourceLocation"
 
 MAX_ENTRY_BYTES = 256_000
-"""Cloud Logging's limit for one entry is about 256 KB; nothing we write comes near it."""
-PAYLOAD_BUDGET = 240_000
-"""Bytes the event's own fields may take; the rest is room for labels, time and source."""
+"""Cloud Logging's limit for one entry is about 256 KB."""
 STACK_CHARS = 64 * 1024
 """Cap on a traceback or a thread stack dump."""
 MESSAGE_CHARS = 32 * 1024
@@ -61,51 +76,23 @@ DETAIL_CHARS = 500
 """Cap on fields named like error / body / detail / response: an HTML error page stays short."""
 DEFAULT_CHARS = 16 * 1024
 """Cap on any other string field."""
-REDACTED = "[REDACTED]"
 TRIM_MARGIN = 2048
 """Longer than any secret or token: see `_clean_text`."""
+CONSOLE_VALUE_CHARS = 80
+"""The console's trailing field list shows at most this much of a value (the message has more)."""
 
 _STACK_KEY = re.compile(r"(?i)(stack|exception|traceback)")
 _DETAIL_KEY = re.compile(r"(?i)(error|body|detail|response|reason|text)")
-_SENSITIVE_KEY = re.compile(
-    r"(?i)^(.*[_-])?(secret|token|password|passwd|authorization|api[_-]?key|cookie|credentials?)$"
-)
-_TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Authorization header in any spelling: "Authorization: Bearer x", "'Authorization': 'x'"
-    (
-        re.compile(
-            r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)((?:bearer|basic|token|jwt)\s+)?"
-            r"[^\s\"',;{}\[\]]+"
-        ),
-        r"\1\2" + REDACTED,
-    ),
-    # a bearer token anywhere else
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]+=*"), r"\1 " + REDACTED),
-    # a JWT anywhere (the API's tokens are JWTs)
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
-    # form bodies and query strings: secret=..., token=...
-    (
-        re.compile(
-            r"(?i)\b((?:api_|client_|access_|refresh_)?(?:secret|token|password)|api_?key)"
-            r"=[^&\s\"']+"
-        ),
-        r"\1=" + REDACTED,
-    ),
-    # JSON text: "token": "...", "secret": "..."
-    (
-        re.compile(
-            r"(?i)([\"'](?:api_|client_|access_|refresh_)?(?:secret|token|password)[\"']\s*:\s*"
-            r"[\"'])[^\"']*"
-        ),
-        r"\1" + REDACTED,
-    ),
-)
+_CALLSITE = [
+    CallsiteParameter.PATHNAME,
+    CallsiteParameter.LINENO,
+    CallsiteParameter.FUNC_NAME,
+    CallsiteParameter.QUAL_NAME,  # set for structlog events; stdlib records have FUNC_NAME only
+]
 
 _state_lock = threading.Lock()
 _language: LanguageCode = "zh"
 _handler: logging.Handler | None = None
-_secrets: set[str] = set()
-_secret_pattern: re.Pattern[str] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,12 +128,35 @@ def configure_logging(
     """
     global _language, _handler
     out = stream if stream is not None else sys.stdout
-    handler: logging.Handler
+    tail: list[Processor]
     if fmt == "json":
-        handler = _make_json_handler(out, {str(k): str(v) for k, v in labels.items()})
+        stamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="time")
+        tail = [
+            CloudLoggingFields({str(k): str(v) for k, v in labels.items()}),
+            render_json,
+        ]
+        callsite: list[Processor] = [structlog.processors.CallsiteParameterAdder(_CALLSITE)]
     else:
-        handler = _ConsoleHandler(out, colors=_isatty(out))
-    handler.setLevel(logging.NOTSET)
+        stamper = structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False, key="time")
+        tail = [console_columns, _console_renderer(colors=_isatty(out))]
+        callsite = []
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[foreign_event],
+            processors=[
+                structlog.stdlib.add_log_level,
+                *callsite,  # before remove_processors_meta: stdlib records carry their call site
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                stamper,
+                structlog.processors.format_exc_info,
+                make_json_safe,
+                redact_and_cap,
+                add_message,
+                *tail,
+            ],
+        )
+    )
     root = logging.getLogger()
     with _state_lock:
         _language = "en" if language == "en" else "zh"
@@ -156,8 +166,12 @@ def configure_logging(
         root.addHandler(handler)
         root.setLevel(level)
     structlog.configure(
-        processors=list(PROCESSORS),
-        wrapper_class=JobLogger,
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
         logger_factory=structlog.stdlib.LoggerFactory(),
         context_class=dict,
         cache_logger_on_first_use=False,
@@ -189,91 +203,32 @@ def current_language() -> LanguageCode:
     return _language
 
 
-def register_secret(value: str) -> None:
-    """Redact `value` (and its URL-encoded forms) everywhere from now on; < 4 chars is ignored."""
-    global _secret_pattern
-    if not isinstance(value, str) or len(value) < 4:
-        return
-    forms = {value, quote_plus(value), quote(value, safe="")}
-    with _state_lock:
-        if forms <= _secrets:
-            return
-        _secrets.update(forms)
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))
-
-
-def clear_secrets() -> None:
-    """Forget every registered secret (for tests)."""
-    global _secret_pattern
-    with _state_lock:
-        _secrets.clear()
-        _secret_pattern = None
-
-
-def redact_text(text: str) -> str:
-    """`text` with registered secrets, bearer tokens, JWTs and Authorization values replaced."""
-    pattern = _secret_pattern
-    if pattern is not None:
-        text = pattern.sub(REDACTED, text)
-    for regex, replacement in _TEXT_PATTERNS:
-        text = regex.sub(replacement, text)
-    return text
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """A copy of a JSON-safe value with every secret removed; values of secret-named keys go."""
-    if key and _SENSITIVE_KEY.match(key) and value not in (None, "", False):
-        return REDACTED
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {redact_text(str(k)): redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, key) for v in value]
-    return value
-
-
-class JobLogger(structlog.stdlib.BoundLogger):
-    """structlog's stdlib logger, with `exception()` logged at ERROR like structlog's own
-    `exception` but without handing the live exception to stdlib (we render it, redacted)."""
-
-    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        kw.setdefault("exc_info", True)
-        return self._proxy_to_logger("error", event, *args, **kw)
-
-
 # ---------------------------------------------------------------------------------------------
-# Processors
+# Processors shared by both formats
 
 
-def add_source_location(
-    logger: Any, method_name: str, event_dict: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    """Record the first frame outside structlog, logging and this module: the real call site."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not (
-            module.startswith("structlog")
-            or module == "logging"
-            or module.startswith("logging.")
-            or module == __name__
-        ):
-            break
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is not None:
-        event_dict["_source"] = {
-            "file": frame.f_code.co_filename,
-            "line": frame.f_lineno,
-            "function": frame.f_code.co_qualname,
-        }
+def foreign_event(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """A record from another library: event "log", its text as the message, its logger's name."""
+    record = event_dict.get("_record")
+    event_dict["message"] = event_dict.pop("event", "")
+    event_dict["event"] = "log"
+    if isinstance(record, logging.LogRecord):
+        event_dict["logger"] = record.name
     return event_dict
 
 
-def add_message(
-    logger: Any, method_name: str, event_dict: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
+def make_json_safe(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """Turn every value into something `json.dumps` takes; anything else becomes its text."""
+    return {str(k): _jsonable(v) for k, v in event_dict.items()}
+
+
+def redact_and_cap(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """Secrets leave every field (values of secret-named fields go whole), and long strings are
+    cut per field kind: error bodies to a few hundred chars, stacks to 64 KB (keeping the end)."""
+    return {k: _sanitize(v, k) for k, v in event_dict.items()}
+
+
+def add_message(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     """Render `message` from the catalog in the configured language unless the caller gave one.
 
     Runs after redaction and field caps, so the message is built from safe, short values.
@@ -285,65 +240,142 @@ def add_message(
     return event_dict
 
 
-def make_json_safe(
-    logger: Any, method_name: str, event_dict: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    """Turn every value into something `json.dumps` takes; anything else becomes its text."""
-    return {str(k): (v if k == "_source" else _jsonable(v)) for k, v in event_dict.items()}
+# ---------------------------------------------------------------------------------------------
+# JSON: Cloud Logging's structured format
 
 
-def redact_and_cap(
-    logger: Any, method_name: str, event_dict: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    """The one redaction step: secrets, tokens and Authorization values leave every field, and
-    long strings are cut per field kind (error bodies to a few hundred chars, stacks to 64 KB).
+class CloudLoggingFields:
+    """Cloud Logging's keys first (severity, message, event, time, labels, call site), then the
+    event's own fields in the order they were given."""
 
-    Redaction runs before the final cut so half a secret is never left at a cut; a string far
-    over its cap is first trimmed with a wide margin so a 5 MB body costs little to redact.
-    """
-    return {k: (v if k == "_source" else _sanitize(v, k)) for k, v in event_dict.items()}
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self.labels = dict(labels)
 
-
-def fit_budget(
-    logger: Any, method_name: str, event_dict: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    """Keep the whole entry under Cloud Logging's size limit, cutting the longest strings."""
-    return _fit_budget(dict(event_dict))
-
-
-def to_stdlib(
-    logger: Any, method_name: str, event_dict: structlog.typing.EventDict
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Hand the finished event to stdlib logging: the dict as message, labels and call site."""
-    source = event_dict.pop("_source", None)
-    account = event_dict.get("account")
-    labels = {"account": str(account) if account not in (None, "") else "-"}
-    payload = {
-        "event": event_dict.pop("event", ""),
-        "message": event_dict.pop("message", ""),
-        **event_dict,
-    }
-    extra: dict[str, Any] = {"labels": labels}
-    if source is not None:
-        extra["source_location"] = source
-    return (payload,), {"extra": extra}
+    def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        fields = dict(event_dict)
+        account = fields.get("account")
+        entry: dict[str, Any] = {
+            "severity": str(fields.pop("level", method_name)).upper(),
+            "message": fields.pop("message", ""),
+            "event": fields.pop("event", ""),
+            "time": fields.pop("time", None),
+            LABELS_KEY: {**self.labels, "account": "-" if account in (None, "") else str(account)},
+        }
+        path = fields.pop("pathname", None)
+        line = fields.pop("lineno", None)
+        function = fields.pop("qual_name", None) or fields.pop("func_name", None)
+        fields.pop("func_name", None)
+        if path is not None:
+            entry[SOURCE_KEY] = {"file": path, "line": line, "function": function}
+        entry.update(fields)
+        return entry
 
 
-PROCESSORS: tuple[structlog.typing.Processor, ...] = (
-    structlog.stdlib.filter_by_level,
-    structlog.contextvars.merge_contextvars,
-    add_source_location,
-    structlog.processors.format_exc_info,
-    make_json_safe,
-    redact_and_cap,
-    add_message,
-    fit_budget,
-    to_stdlib,  # returns stdlib (args, kwargs), which structlog passes on as a call
-)
+_json = structlog.processors.JSONRenderer(ensure_ascii=False, separators=(",", ":"))
+_HEAD_KEYS = ("severity", "message", "event", "time", LABELS_KEY, SOURCE_KEY)
+
+
+def render_json(logger: Any, method_name: str, event_dict: EventDict) -> str:
+    """One JSON line; one over Cloud Logging's entry limit keeps only its scalar fields."""
+    line = cast(str, _json(logger, method_name, event_dict))
+    if len(line) * 4 > MAX_ENTRY_BYTES and len(line.encode("utf-8")) > MAX_ENTRY_BYTES:
+        small = {
+            k: v
+            for k, v in event_dict.items()
+            if k in _HEAD_KEYS
+            or v is None
+            or isinstance(v, bool | int | float)
+            or (isinstance(v, str) and len(v) < 200)
+        }
+        small["message"] = _cut(str(small.get("message", "")), 4000, keep_tail=False)
+        small["entry_truncated"] = True
+        line = cast(str, _json(logger, method_name, small))
+    return line
 
 
 # ---------------------------------------------------------------------------------------------
-# Value helpers
+# Console
+
+
+_NOT_SHOWN = ("time", "level", "event", "message", "exception", "stacks")
+
+
+def console_columns(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """What the console line shows: time, level, the message's first line and
+    "[event field=value ...]" (short scalars); the message's other lines, the traceback and any
+    thread stacks go below the line (ConsoleRenderer prints `exception` there)."""
+    message = str(event_dict.get("message", ""))
+    first, _, rest = message.partition("\n")
+    scalars = " ".join(
+        f"{k}={_short(v)}"
+        for k, v in event_dict.items()
+        if k not in _NOT_SHOWN
+        and (v is None or isinstance(v, str | int | float))
+        and not (isinstance(v, str) and "\n" in v)
+    )
+    below = [rest] if rest else []
+    if event_dict.get("exception"):
+        below.append(str(event_dict["exception"]).rstrip("\n"))
+    stacks = event_dict.get("stacks")
+    if isinstance(stacks, list):
+        for item in stacks:
+            if isinstance(item, Mapping):
+                below.append(f"--- {item.get('name', '?')} ---")
+                below.append(str(item.get("stack", "")).rstrip("\n"))
+    columns: EventDict = {
+        "time": event_dict.get("time", ""),
+        "level": str(event_dict.get("level", method_name)).upper(),
+        "message": first,
+        "details": f"[{event_dict.get('event', '')}{' ' + scalars if scalars else ''}]",
+    }
+    if below:
+        columns["exception"] = "\n".join(below)
+    return columns
+
+
+_LEVEL_COLORS = {"DEBUG": DIM, "INFO": GREEN, "WARNING": YELLOW, "ERROR": RED, "CRITICAL": RED}
+
+
+def _console_renderer(*, colors: bool) -> structlog.dev.ConsoleRenderer:
+    dim, reset = (DIM, RESET_ALL) if colors else ("", "")
+
+    def level(key: str, value: object) -> str:
+        color = _LEVEL_COLORS.get(str(value), "") if colors else ""
+        return f"{color}{value!s:<8}{reset}"
+
+    def plain(style: str, prefix: str = "") -> KeyValueColumnFormatter:
+        return KeyValueColumnFormatter(
+            key_style=None, value_style=style, reset_style=reset, value_repr=str, prefix=prefix
+        )
+
+    def omitted(key: str, value: object) -> str:  # every key has a column above
+        return ""
+
+    return structlog.dev.ConsoleRenderer(
+        columns=[
+            Column("time", plain(dim)),
+            Column("level", level),
+            Column("message", plain("")),
+            Column("details", plain(dim, prefix=" ")),  # two spaces before "[event ...]"
+            Column("", omitted),
+        ]
+    )
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= CONSOLE_VALUE_CHARS else text[: CONSOLE_VALUE_CHARS - 1] + "…"
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Values: JSON-safe, redacted, capped
 
 
 def _safe_str(value: object) -> str:
@@ -389,16 +421,6 @@ def _cut(text: str, limit: int, *, keep_tail: bool, removed: int | None = None) 
     return text[:limit] + marker
 
 
-def _trim(text: str, limit: int, *, keep_tail: bool) -> str:
-    """Like `_cut` without a marker: the part `_cut` to a smaller limit would keep, and more."""
-    if len(text) <= limit:
-        return text
-    if keep_tail:
-        head = limit // 8
-        return text[:head] + "\n" + text[len(text) - (limit - head) :]
-    return text[:limit]
-
-
 def _limit_for(key: str) -> tuple[int, bool]:
     if key == "message":
         return MESSAGE_CHARS, False
@@ -410,20 +432,28 @@ def _limit_for(key: str) -> tuple[int, bool]:
 
 
 def _clean_text(text: str, key: str) -> str:
+    """Redacted, then cut to the field's cap, so half a secret is never left at a cut.
+
+    A string far over its cap is first trimmed (without a marker) to the cap plus a wide margin
+    on each kept side, so a 5 MB body costs little to redact: a secret straddling a trim point
+    lies in the part the final cut drops anyway, unless redaction shrank the text by more than
+    the margin, in which case the whole text is redacted.
+    """
     limit, keep_tail = _limit_for(key)
     original = len(text)
-    # The trim keeps TRIM_MARGIN more than the final cut on each kept side, so any secret
-    # straddling a trim boundary lies in the part the final cut drops anyway.
-    trimmed = _trim(text, limit + 8 * TRIM_MARGIN, keep_tail=keep_tail)
+    wide = limit + 8 * TRIM_MARGIN
+    trimmed = text
+    if original > wide:
+        head = wide // 8 if keep_tail else wide
+        trimmed = text[:head] + ("\n" + text[original - (wide - head) :] if keep_tail else "")
     redacted = redact_text(trimmed)
     if len(trimmed) < original and len(redacted) < len(trimmed) - TRIM_MARGIN // 2:
-        redacted = redact_text(text)  # redaction shrank it so much the margin may be gone
-    text = redacted
-    return _cut(text, limit, keep_tail=keep_tail, removed=max(original, len(text)) - limit)
+        redacted = redact_text(text)
+    return _cut(redacted, limit, keep_tail=keep_tail, removed=max(original, len(redacted)) - limit)
 
 
-def _sanitize(value: Any, key: str = "") -> Any:
-    if key and _SENSITIVE_KEY.match(key) and value not in (None, "", False):
+def _sanitize(value: Any, key: str) -> Any:
+    if is_secret_name(key) and value not in (None, "", False):
         return REDACTED
     if isinstance(value, str):
         return _clean_text(value, key)
@@ -432,240 +462,3 @@ def _sanitize(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [_sanitize(v, key) for v in value]
     return value
-
-
-def _rough_chars(value: Any) -> int:
-    """Characters of a JSON-safe value before escaping, counting numbers and punctuation
-    generously (a number or literal is at most 24 chars)."""
-    if isinstance(value, str):
-        return len(value) + 2
-    if isinstance(value, dict):
-        return 2 + sum(len(k) + 4 + _rough_chars(v) for k, v in value.items())
-    if isinstance(value, list):
-        return 2 + sum(_rough_chars(v) + 1 for v in value)
-    return 24
-
-
-def _encoded_size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
-
-
-def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
-    if isinstance(value, str):
-        return [(path, value)]
-    if isinstance(value, dict):
-        return [leaf for k, v in value.items() for leaf in _leaves(v, (*path, k))]
-    if isinstance(value, list):
-        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, (*path, i))]
-    return []
-
-
-def _replace(root: Any, path: tuple[Any, ...], new: str) -> None:
-    target = root
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = new
-
-
-def _water_level(lengths: list[int], reduce_by: int) -> int:
-    """The largest cap L such that cutting every length above L to L saves `reduce_by`."""
-    ordered = sorted(lengths, reverse=True)
-    total = 0
-    for count, length in enumerate(ordered, start=1):
-        total += length
-        level = (total - reduce_by) // count
-        following = ordered[count] if count < len(ordered) else 0
-        if level >= following:
-            return max(level, 0)
-    return 0
-
-
-def _fit_budget(event_dict: dict[str, Any]) -> dict[str, Any]:
-    # Cheap bound first: an escaped char takes at most 6 bytes of JSON.
-    if 6 * _rough_chars(event_dict) < PAYLOAD_BUDGET:
-        return event_dict
-    payload = {k: v for k, v in event_dict.items() if k != "_source"}
-    for _ in range(4):
-        excess = _encoded_size(payload) - PAYLOAD_BUDGET
-        if excess <= 0:
-            break
-        leaves = _leaves(payload)
-        # Each char cut saves at least one byte; the cut markers cost ~40 bytes each.
-        level = max(_water_level([len(t) for _, t in leaves], excess + 40 * len(leaves)), 200)
-        for path, text in leaves:
-            if len(text) > level:
-                keep_tail = bool(_STACK_KEY.search(" ".join(map(str, path))))
-                _replace(payload, path, _cut(text, level, keep_tail=keep_tail))
-        payload["entry_truncated"] = True
-    if _encoded_size(payload) > PAYLOAD_BUDGET:  # thousands of small values: keep the essentials
-        payload = {
-            k: v
-            for k, v in payload.items()
-            if v is None or isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) < 200)
-        }
-        payload["event"] = event_dict.get("event", "")
-        payload["message"] = _cut(str(event_dict.get("message", "")), 4000, keep_tail=False)
-        payload["entry_truncated"] = True
-    if "_source" in event_dict:
-        payload["_source"] = event_dict["_source"]
-    return payload
-
-
-def _foreign_payload(record: logging.LogRecord) -> dict[str, Any]:
-    """A record from another library (urllib3, google-*): redacted and capped like ours."""
-    try:
-        text = record.getMessage()
-    except Exception:
-        text = _safe_str(record.msg)
-    payload: dict[str, Any] = {"event": "log", "message": text, "logger": record.name}
-    if record.exc_info:
-        payload["exc_info"] = record.exc_info
-        payload = dict(structlog.processors.format_exc_info(None, "", payload))
-    return _fit_budget(dict(redact_and_cap(None, "", make_json_safe(None, "", payload))))
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
-def _rfc3339(created: float) -> str:
-    moment = datetime.fromtimestamp(created, UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-# ---------------------------------------------------------------------------------------------
-# Handlers
-
-
-class _SafeEncoder(json.JSONEncoder):
-    def default(self, o: Any) -> Any:
-        return _safe_str(o)
-
-
-def _make_json_handler(stream: TextIO, labels: dict[str, str]) -> logging.Handler:
-    # Imported here: google-cloud-logging costs ~0.3 s to import and only the JSON path needs it.
-    # Any module of the package runs its __init__, which pulls the API client; there is no
-    # cheaper import path to the handler.
-    from google.cloud.logging_v2.handlers.structured_log import StructuredLogHandler
-
-    class CloudRunJsonHandler(StructuredLogHandler):
-        """StructuredLogHandler whose lines hold exactly our fields (see the module docstring)."""
-
-        def emit_instrumentation_info(self) -> None:
-            # The library's one-off diagnostic entry would be a line without message, event or
-            # labels; mark it as sent instead of writing it.
-            from google.cloud import logging_v2
-
-            logging_v2._instrumentation_emitted = True
-
-        def format(self, record: logging.LogRecord) -> str:
-            if not isinstance(record.msg, Mapping):
-                adopted = logging.makeLogRecord(record.__dict__)
-                adopted.msg, adopted.args, adopted.exc_info = _foreign_payload(record), (), None
-                record = adopted
-            text = cast(str, super().format(record))  # type: ignore[no-untyped-call]
-            try:
-                return _tidy_entry(json.loads(text), record)
-            except (ValueError, TypeError):
-                return text
-
-    return cast(
-        logging.Handler,
-        CloudRunJsonHandler(  # type: ignore[no-untyped-call]
-            labels=labels, stream=stream, json_encoder_cls=_SafeEncoder
-        ),
-    )
-
-
-def _tidy_entry(entry: dict[str, Any], record: logging.LogRecord) -> str:
-    """Our field order and content: no empty trace keys, no python_logger label, a `time`."""
-    labels = entry.pop(LABELS_KEY, None) or {}
-    labels.pop("python_logger", None)
-    labels.setdefault("account", "-")
-    source = entry.pop(SOURCE_KEY, None)
-    for key in ("logging.googleapis.com/trace", "logging.googleapis.com/spanId"):
-        if entry.get(key) == "":
-            del entry[key]
-    if entry.get("logging.googleapis.com/trace_sampled") is False:
-        del entry["logging.googleapis.com/trace_sampled"]
-    if entry.get("httpRequest") == {}:
-        del entry["httpRequest"]
-    ordered: dict[str, Any] = {
-        "severity": entry.pop("severity", record.levelname),
-        "message": entry.pop("message", ""),
-        "event": entry.pop("event", ""),
-        "time": _rfc3339(record.created),
-        LABELS_KEY: labels,
-    }
-    if source:
-        ordered[SOURCE_KEY] = source
-    ordered.update(entry)
-    line = json.dumps(ordered, ensure_ascii=False, separators=(",", ":"), cls=_SafeEncoder)
-    if len(line.encode("utf-8")) > MAX_ENTRY_BYTES:  # last guard; fit_budget keeps us far below
-        small = {k: ordered[k] for k in ("severity", "message", "event", "time", LABELS_KEY)}
-        small["message"] = _cut(str(small["message"]), 4000, keep_tail=False)
-        small["entry_truncated"] = True
-        line = json.dumps(small, ensure_ascii=False, separators=(",", ":"))
-    return line
-
-
-CONSOLE_VALUE_CHARS = 80
-"""The console's trailing field list shows at most this much of a value (the message has more)."""
-
-
-def _short(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= CONSOLE_VALUE_CHARS else text[: CONSOLE_VALUE_CHARS - 1] + "…"
-
-
-_COLORS = {
-    "DEBUG": "\x1b[2m",
-    "INFO": "\x1b[32m",
-    "WARNING": "\x1b[33m",
-    "ERROR": "\x1b[31m",
-    "CRITICAL": "\x1b[1;31m",
-}
-_DIM = "\x1b[2m"
-_RESET = "\x1b[0m"
-
-
-class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """One readable line per event: time, level, the human message, then the event's scalars."""
-
-    def __init__(self, stream: TextIO, *, colors: bool) -> None:
-        super().__init__(stream)
-        self.colors = colors
-
-    def format(self, record: logging.LogRecord) -> str:
-        payload = record.msg if isinstance(record.msg, Mapping) else _foreign_payload(record)
-        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        level = record.levelname
-        message = str(payload.get("message", ""))
-        scalars = " ".join(
-            f"{k}={_short(v)}"
-            for k, v in payload.items()
-            if k not in ("event", "message", "exception", "stacks")
-            and (v is None or isinstance(v, str | int | float))
-            and not (isinstance(v, str) and "\n" in v)
-        )
-        details = f"[{payload.get('event', '')}{' ' + scalars if scalars else ''}]"
-        first, _, rest = message.partition("\n")
-        if self.colors:
-            head = f"{_DIM}{when}{_RESET} {_COLORS.get(level, '')}{level:<8}{_RESET} {first}"
-            line = f"{head}  {_DIM}{details}{_RESET}"
-        else:
-            line = f"{when} {level:<8} {first}  {details}"
-        parts = [line, rest] if rest else [line]
-        exception = payload.get("exception")
-        if exception:
-            parts.append(str(exception).rstrip("\n"))
-        stacks = payload.get("stacks")
-        if isinstance(stacks, list):
-            for item in stacks:
-                if isinstance(item, Mapping):
-                    parts.append(f"--- {item.get('name', '?')} ---")
-                    parts.append(str(item.get("stack", "")).rstrip("\n"))
-        return "\n".join(parts)
