@@ -245,6 +245,36 @@ def test_foreign_stdlib_records_are_shaped_and_redacted() -> None:
     assert entry["logging.googleapis.com/sourceLocation"]["file"] == __file__
 
 
+def test_foreign_record_with_an_exception_carries_a_redacted_traceback() -> None:
+    """A stdlib record logged with exc_info gets the traceback as `exception`, redacted."""
+    stream = json_stream()
+    logs.register_secret(SECRET)
+    try:
+        raise ConnectionError(f"reset while sending {SECRET}")
+    except ConnectionError:
+        logging.getLogger("google.cloud.storage").exception("upload failed for %s", SECRET)
+    (entry,) = entries(stream)
+    assert entry["severity"] == "ERROR"
+    assert entry["logger"] == "google.cloud.storage"
+    assert entry["message"] == "upload failed for [REDACTED]"
+    assert entry["exception"].startswith("Traceback (most recent call last):")
+    assert entry["exception"].endswith("ConnectionError: reset while sending [REDACTED]")
+    assert SECRET not in stream.getvalue()
+
+
+class Fetcher:
+    def fetch(self) -> None:
+        logs.get_logger().info("heartbeat")
+
+
+def test_source_location_names_the_method_with_its_class() -> None:
+    """The call site's function is its qualified name, so a method says which class it is in."""
+    stream = json_stream()
+    Fetcher().fetch()
+    (entry,) = entries(stream)
+    assert entry["logging.googleapis.com/sourceLocation"]["function"] == "Fetcher.fetch"
+
+
 class CountingStream(io.StringIO):
     """A text stream that counts flushes (Cloud Run buffers stdout that is not flushed)."""
 
@@ -341,6 +371,17 @@ def test_console_prints_reports_and_tracebacks_below_the_line() -> None:
     assert lines[-1] == "RuntimeError: kaput"
 
 
+def test_console_prints_thread_stacks_below_the_line() -> None:
+    """A stall's thread stacks follow its line, each under a "--- name ---" heading."""
+    stream = io.StringIO()
+    logs.configure_logging(fmt="console", language="en", labels=LABELS, stream=stream)
+    stacks = [{"name": "MainThread", "stack": "frame a\nframe b\n"}, {"name": "fetch", "stack": "recv\n"}]
+    logs.get_logger().warning("stall_detected", seconds=120, stacks=stacks)
+    lines = stream.getvalue().splitlines()
+    assert "WARNING" in lines[0] and lines[0].endswith("[stall_detected seconds=120]")
+    assert lines[1:] == ["--- MainThread ---", "frame a", "frame b", "--- fetch ---", "recv"]
+
+
 # --- redaction ---------------------------------------------------------------------------------
 
 LEVELS = ["debug", "info", "warning", "error", "critical", "exception"]
@@ -415,6 +456,25 @@ def test_patterns_redact_unregistered_tokens() -> None:
     (entry,) = entries(stream)
     assert entry["error"] == "Authorization: Bearer [REDACTED] and [REDACTED]"
     assert TOKEN not in entry["message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PUT /upload?uploadType=resumable&upload_id=ADPycdt-made-up&x=1",
+         "PUT /upload?uploadType=resumable&upload_id=[REDACTED]&x=1"),
+        ("GET /o?X-Goog-Credential=sa%40made-up%2F20250101&X-Goog-Signature=ab12cd",
+         "GET /o?X-Goog-Credential=[REDACTED]&X-Goog-Signature=[REDACTED]"),
+        ("GET /v1?key=AIza-made-up&alt=json", "GET /v1?key=[REDACTED]&alt=json"),
+        ("access_token=ya29-made-up&expires_in=3599", "access_token=[REDACTED]&expires_in=3599"),
+        ("key=general&secret=s3-made-up", "key=[REDACTED]&secret=[REDACTED]"),
+        ('{"api_key": "k-made-up", "page": 1}', '{"api_key": "[REDACTED]", "page": 1}'),
+    ],
+)  # fmt: skip
+def test_credential_parameters_are_redacted_by_name(text: str, expected: str) -> None:
+    """Query and form parameters that carry credentials (the API's and the storage client's)
+    lose their values; the other parameters stay."""
+    assert logs.redact_text(text) == expected
 
 
 def test_short_secrets_are_not_registered() -> None:
@@ -646,3 +706,21 @@ def test_console_setup_does_not_import_google_cloud_logging() -> None:
     )  # fmt: skip
     assert result.stdout.strip() == "False"
     assert "Heartbeat" in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_json_setup_does_not_import_google_cloud_logging() -> None:
+    """JSON lines are written without google-cloud-logging, so its import cost is never paid."""
+    code = (
+        "import sys, json\n"
+        "from app import logs\n"
+        "logs.configure_logging(fmt='json', language='en', labels={}, stream=sys.stderr)\n"
+        "logs.get_logger().info('heartbeat')\n"
+        "print('google.cloud.logging_v2' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        timeout=25,
+    )  # fmt: skip
+    assert result.stdout.strip() == "False"
+    assert json.loads(result.stderr)["message"] == "💓 Heartbeat"
