@@ -4,8 +4,8 @@ structlog events and records from other libraries (urllib3, google-*) meet in on
 `structlog.stdlib.ProcessorFormatter` on the root logger's handler, and go through one chain of
 small processors:
 
-    level -> call site -> time -> exception text -> JSON-safe values -> redaction + field caps
-    -> human message -> render
+    level -> call site -> exception text -> JSON-safe values -> redaction + field caps
+    -> human message -> time -> render
 
 - "json" (Cloud Run, no TTY, LOG_FORMAT=json): one JSON object per line, Cloud Logging's
   structured format written by structlog's `JSONRenderer`: severity, message, event, time,
@@ -89,6 +89,8 @@ _CALLSITE = [
     CallsiteParameter.FUNC_NAME,
     CallsiteParameter.QUAL_NAME,  # set for structlog events; stdlib records have FUNC_NAME only
 ]
+_OWN_KEYS = frozenset({"level", *(p.value for p in _CALLSITE)})
+"""Fields the pipeline itself adds (level, call site): nothing there to redact or cap."""
 
 _state_lock = threading.Lock()
 _language: LanguageCode = "zh"
@@ -148,11 +150,11 @@ def configure_logging(
                 structlog.stdlib.add_log_level,
                 *callsite,  # before remove_processors_meta: stdlib records carry their call site
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                stamper,
                 structlog.processors.format_exc_info,
                 make_json_safe,
                 redact_and_cap,
                 add_message,
+                stamper,
                 *tail,
             ],
         )
@@ -225,7 +227,7 @@ def make_json_safe(logger: Any, method_name: str, event_dict: EventDict) -> Even
 def redact_and_cap(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     """Secrets leave every field (values of secret-named fields go whole), and long strings are
     cut per field kind: error bodies to a few hundred chars, stacks to 64 KB (keeping the end)."""
-    return {k: _sanitize(v, k) for k, v in event_dict.items()}
+    return {k: v if k in _OWN_KEYS else _sanitize(v, k) for k, v in event_dict.items()}
 
 
 def add_message(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
