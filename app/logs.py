@@ -143,6 +143,7 @@ def configure_logging(
         tail = [console_columns, _console_renderer(colors=_isatty(out))]
         callsite = []
     handler = logging.StreamHandler(out)
+    handler.addFilter(_readable)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[foreign_event],
@@ -217,6 +218,17 @@ def foreign_event(logger: Any, method_name: str, event_dict: EventDict) -> Event
     if isinstance(record, logging.LogRecord):
         event_dict["logger"] = record.name
     return event_dict
+
+
+def _readable(record: logging.LogRecord) -> bool:
+    """A stdlib record whose arguments do not fit its format is logged as its bare format text,
+    instead of logging's "--- Logging error ---" dump of the arguments (a secret may be one)."""
+    if not isinstance(record.msg, dict):  # structlog's events are dicts with no arguments
+        try:
+            record.getMessage()
+        except Exception:
+            record.msg, record.args = _safe_str(record.msg), ()
+    return True
 
 
 def make_json_safe(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:

@@ -724,3 +724,24 @@ def test_json_setup_does_not_import_google_cloud_logging() -> None:
     )  # fmt: skip
     assert result.stdout.strip() == "False"
     assert json.loads(result.stderr)["message"] == "💓 Heartbeat"
+
+
+
+@pytest.mark.timeout(30)
+def test_a_record_whose_arguments_do_not_fit_still_logs() -> None:
+    """A library record with arguments its format cannot take logs its format text, and its
+    arguments (a secret, maybe) never reach stderr in logging's error dump. In a subprocess:
+    pytest's own log handler would raise on such a record first."""
+    code = (
+        "import logging, sys\n"
+        "from app import logs\n"
+        "logs.configure_logging(fmt='json', language='en', labels={})\n"
+        f"logging.getLogger('urllib3').warning('retry %d of %d', {TOKEN!r})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        timeout=25,
+    )  # fmt: skip
+    assert json.loads(result.stdout)["message"] == "retry %d of %d"
+    assert TOKEN not in result.stdout + result.stderr
+    assert "Logging error" not in result.stderr
