@@ -136,6 +136,9 @@ class Settings:
     """Sent as `filters[preferred_currency]`; None: the account's local currency (nothing sent)."""
     snapshot_max_age: float = 21600.0
     """Seconds: a complete day snapshot younger than this is reused, not fetched again."""
+    storage_emulator_host: str | None = None
+    """STORAGE_EMULATOR_HOST: a GCS emulator's base URL (tests, compose); the GCS sink then uses
+    it with anonymous credentials. Unset in production."""
 
     @property
     def range_name(self) -> str:
@@ -658,6 +661,7 @@ def load_settings(
         task=task,
         preferred_currency=values["PREFERRED_CURRENCY"],
         snapshot_max_age=values["SNAPSHOT_MAX_AGE"],
+        storage_emulator_host=env.get("STORAGE_EMULATOR_HOST") or None,
     )
 
 
