@@ -34,7 +34,6 @@ import io
 import json
 import os
 import posixpath
-import re
 import tempfile
 import time
 import uuid
@@ -46,6 +45,7 @@ from typing import Any, BinaryIO, Protocol, cast
 import google_crc32c
 
 from app.errors import AlreadyExists, StorageCredentialsError, StorageError, truncate
+from app.redaction import redact_text
 
 COMPOSE_MAX_SOURCES = 32
 """GCS compose accepts at most this many sources per call; more are composed in rounds."""
@@ -75,9 +75,6 @@ _TEMP_SUFFIX = ".tmp"
 SIDECAR_SUFFIX = ".meta.json"
 """The local sink keeps an object's metadata in `{object}.meta.json` beside it (GCS keeps it as
 object metadata). Such names are reserved: never an object, never listed."""
-_SECRET_PARAMS = re.compile(
-    r"(?i)(upload_id|access_token|token|key|signature|x-goog-signature|x-goog-credential)=[^&\s'\"]+"
-)
 
 
 @dataclass(frozen=True)
@@ -266,7 +263,7 @@ def _check_prefix(prefix: str) -> str:
 
 
 def _redact(text: str) -> str:
-    return truncate(_SECRET_PARAMS.sub(lambda m: f"{m.group(1)}=<redacted>", text))
+    return truncate(redact_text(text))
 
 
 def _describe(exc: BaseException) -> str:
