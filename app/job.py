@@ -484,20 +484,25 @@ class Job:
     def _on_page(self, account: str, day: dt.date, page: Page, duration: float) -> None:
         if self._watchdog is not None:
             self._watchdog.progress()
-        unit_done = self._progress.page_done(account, day.isoformat(), page.pages)
         progress = self._progress
-        if page.page % 10 == 0 or unit_done:
-            elapsed = max(self.clock() - self._started, 1e-6)
-            rate = self.state.pages / elapsed * 60
-            self.log.info(
-                "progress", account=account, date=day.isoformat(), page=page.page, pages=page.pages,
-                percent=round(100 * page.page / max(page.pages, 1), 1),
-                records=self.budget.used if self.budget.limit else None,
-                rate=round(rate, 1),
-                eta_seconds=round((page.pages - page.page) / rate * 60, 1) if rate else None,
-                run_percent=round(100 * progress.fraction, 1),
-                run_eta_seconds=progress.eta(elapsed),
-            )
+        with progress.lock:  # one report at a time, so the lines come out in order
+            unit_done = progress.page_done(account, day.isoformat(), page.pages)
+            if page.page % 10 == 0 or unit_done:
+                self._report_progress(account, day, page)
+
+    def _report_progress(self, account: str, day: dt.date, page: Page) -> None:
+        progress = self._progress
+        elapsed = max(self.clock() - self._started, 1e-6)
+        rate = self.state.pages / elapsed * 60
+        self.log.info(
+            "progress", account=account, date=day.isoformat(), page=page.page, pages=page.pages,
+            percent=round(100 * page.page / max(page.pages, 1), 1),
+            records=self.budget.used if self.budget.limit else None,
+            rate=round(rate, 1),
+            eta_seconds=round((page.pages - page.page) / rate * 60, 1) if rate else None,
+            run_percent=round(100 * progress.fraction, 1),
+            run_eta_seconds=progress.eta(elapsed),
+        )
 
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
         """A retry or a skip: a resource report titled with what happened."""
@@ -687,12 +692,13 @@ class Progress:
     _known: dict[tuple[str, str], int] = field(default_factory=dict)
     _done: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     _reported: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    """Held by the caller across a page and its report, so reports come out in order."""
 
     def page_done(self, account: str, date: str, pages: int) -> bool:
         """Count a page of (account, date), a day of `pages` pages; True when that was the
         day's last page to arrive (pages arrive out of order)."""
-        with self._lock:
+        with self.lock:
             self.pages_done += 1
             key = (account, date)
             self._known[key] = max(self._known.get(key, 0), pages)
@@ -703,7 +709,7 @@ class Progress:
     def fraction(self) -> float:
         """Pages done over pages known, with the units not yet sized estimated at the mean of
         those that are; the largest value so far, so it only goes up."""
-        with self._lock:
+        with self.lock:
             known = len(self._known)
             if not known:
                 return self._reported
