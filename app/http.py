@@ -1,26 +1,41 @@
 """One HTTP POST with a hard wall-clock deadline, whatever the server does.
 
-Built on urllib3's connection pools directly: `requests` on top of them cost ~0.3-0.5 ms of
-CPU per page (sessions, hooks, cookies, header merging), about a fifth of the job's CPU at
-zero latency, for features a form POST to one API does not use.
+Built on a `requests.Session` with one `HTTPAdapter` mounted for http:// and https://: never
+retried (`max_retries=0`, the pager owns retries) or redirected, one pool of `pool_size`
+connections per host, cookies refused, nothing taken from the environment (proxies, .netrc,
+CA bundle: `trust_env` off; requests verifies against certifi's bundle).
 
-A socket timeout bounds each socket operation, not the request: a server that sends a
+`requests`' `timeout=` bounds each socket operation, not the request: a server that sends a
 byte every few seconds, or headers and then nothing, or a body that never ends, keeps a plain
-request alive for hours. Here every request gets a deadline:
+request alive for hours. Here every request gets one deadline, `timeout` seconds from the moment
+`post_form` is called, that covers the whole exchange:
 
-- connect and per-read timeouts never exceed the time left;
-- the body is streamed and the deadline is checked between chunks, with a size cap;
+- the connect timeout is the smaller of `connect_timeout` and `timeout`, each read's timeout
+  never exceeds `timeout`;
 - a reaper thread (one per client, stopped by `close()`) shuts down the socket of any request
-  whose deadline passes while it is blocked inside the HTTP stack (status line, headers, a read),
-  which wakes the blocked call at once.
+  whose deadline passes while it is blocked anywhere in the HTTP stack: the TLS handshake, the
+  request, the status line, the headers, a body read. That wakes the blocked call at once. The
+  socket is registered when urllib3 starts to connect (`connect()`, which covers DNS, TCP and
+  TLS) or, on a reused keep-alive connection, when it sends the request (`request()`);
+- the body is streamed and the deadline is checked between chunks, with a size cap.
 
-Every failure path closes the connection; no thread is started per request. Low-level errors
-are mapped to `app.errors` classes here and nowhere else:
+A name lookup is the one step nothing can cut short: `getaddrinfo` has no socket to shut down,
+so it runs for as long as the system resolver allows (resolv.conf's timeout and attempts); the
+request fails as a RequestTimeout as soon as it returns past the deadline.
+
+The guarded connection classes are installed through public hooks only: the adapter's
+`get_connection_with_tls_context` (requests' documented subclassing point) hands back the pool,
+whose `ConnectionCls` (urllib3's public attribute) is set to the guarded class before the pool
+creates a connection.
+
+Every failure path closes the connection; no thread is started per request. `requests`' and
+urllib3's errors are mapped to `app.errors` classes here and nowhere else:
 
 - no connection was ever made (refused, name not resolved, host or network unreachable):
   `ConnectFailed` ("network"), naming host and port;
 - a deadline passed (connect timeout, silence, drip, endless body): `RequestTimeout`;
-- a connection that broke mid-exchange (reset, truncated or oversized body): `NetworkError`;
+- a connection that broke mid-exchange (reset, truncated, undecodable or oversized body):
+  `NetworkError`;
 - `abort_all()` (SIGTERM) cut the request short, or it came after: `RequestInterrupted`.
 """
 
@@ -32,19 +47,20 @@ import errno
 import heapq
 import itertools
 import socket
+import ssl
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.client import HTTPException
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
-from urllib.parse import urlencode
 
-import certifi
+import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool, HTTPSConnectionPool
 
 from app.errors import ConnectFailed, FetchError, NetworkError, RequestInterrupted, RequestTimeout
 
@@ -55,41 +71,35 @@ _CHUNK = 64 * 1024
 
 
 class _Guard:
-    """The deadline of one request and the connections it is using."""
+    """The deadline of one request and what it is using: connections, and a TLS socket while
+    its handshake runs."""
 
-    __slots__ = ("_conns", "_lock", "_seen", "aborted", "deadline", "done", "fired")
+    __slots__ = ("_lock", "_targets", "aborted", "deadline", "done", "fired")
 
-    def __init__(self, deadline: float, seen: weakref.WeakSet[HTTPConnection]) -> None:
+    def __init__(self, deadline: float) -> None:
         self.deadline = deadline
-        self._seen = seen
         self.fired = False
         """The request's sockets were shut down: its deadline passed, or it was aborted."""
         self.aborted = False
         """`abort_all()` fired it (SIGTERM), not its deadline."""
         self.done = False
-        self._conns: list[HTTPConnection] = []
+        self._targets: list[_GuardedConnectionMixin | ssl.SSLSocket] = []
         self._lock = threading.Lock()
 
-    def attach(self, conn: HTTPConnection) -> None:
-        self._seen.add(conn)
+    def attach(self, target: _GuardedConnectionMixin | ssl.SSLSocket) -> None:
+        if isinstance(target, _GuardedConnectionMixin):
+            target.guard = self  # the connection is this request's now (it may come from the pool)
         with self._lock:
-            self._conns.append(conn)
+            if target not in self._targets:
+                self._targets.append(target)
             fire_now = self.fired
         if fire_now:
-            _shutdown(conn)
-
-    def close_connections(self) -> None:
-        """After a failure: close every connection this request touched; none can be reused."""
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.close()
+            _shutdown(target)
 
     def finish(self) -> None:
         with self._lock:
             self.done = True
-            self._conns = []  # the pool owns healthy connections; drop our references
+            self._targets = []  # the pool owns healthy connections; drop our references
 
     def fire(self, *, abort: bool = False) -> None:
         with self._lock:
@@ -97,17 +107,23 @@ class _Guard:
                 return
             self.fired = True
             self.aborted = self.aborted or abort
-            conns = list(self._conns)
-        for conn in conns:
-            _shutdown(conn)
+            # A connection this request already gave back to the pool may be another
+            # request's by now: leave that one alone.
+            targets = [t for t in self._targets
+                       if not isinstance(t, _GuardedConnectionMixin) or t.guard is self]
+        for target in targets:
+            _shutdown(target)
 
 
-def _shutdown(conn: HTTPConnection) -> None:
-    sock = getattr(conn, "sock", None)
-    if sock is None:
+def _shutdown(target: _GuardedConnectionMixin | ssl.SSLSocket) -> None:
+    """Shut down the socket under a connection or a TLS socket; a blocked call on it wakes."""
+    sock = target if isinstance(target, socket.socket) else getattr(target, "sock", None)
+    if sock is None:  # not created yet (name lookup, TCP connect) or already closed
         return
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):  # closed, or detached by the TLS wrap (fd -1)
+        # The plain socket call, also for a TLS socket: it cuts the file descriptor without
+        # touching the TLS state another thread may be using.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 _current_guard: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
@@ -116,19 +132,29 @@ _current_guard: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
 
 
 class _GuardedConnectionMixin:
-    """Registers the connection with the deadline guard of the request being sent on it."""
+    """Registers the connection with the deadline guard of the request using it.
+
+    `connect()` is where urllib3 resolves the name, connects and (for https) does the TLS
+    handshake; `request()` covers a keep-alive connection taken from the pool. During the
+    handshake the connection's `sock` is a plain socket urllib3 has already handed to the TLS
+    layer (detached), so the handshake registers its own socket: `_GuardedSSLSocket`.
+    """
+
+    guard: _Guard | None = None
+
+    def connect(self) -> None:
+        guard = _current_guard.get()
+        if guard is not None:
+            guard.attach(self)
+        super().connect()  # type: ignore[misc]
+        if guard is not None and guard.fired:  # fired while the socket did not exist yet
+            _shutdown(self)
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         guard = _current_guard.get()
         if guard is not None:
-            guard.attach(self)  # type: ignore[arg-type]
+            guard.attach(self)
         super().request(method, url, *args, **kwargs)  # type: ignore[misc]
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        guard = _current_guard.get()
-        if guard is not None and guard.fired:  # fired while the socket did not exist yet
-            _shutdown(self)  # type: ignore[arg-type]
 
 
 class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
@@ -139,12 +165,54 @@ class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
     pass
 
 
-class _GuardedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _GuardedHTTPConnection
+class _GuardedSSLSocket(ssl.SSLSocket):
+    """A TLS socket that registers with the current request's guard before its handshake, so
+    a server that stalls the handshake is cut off at the deadline (or by `abort_all()`)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        guard = _current_guard.get()
+        if guard is not None:
+            guard.attach(self)
+        super().do_handshake(block)
 
 
-class _GuardedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
+def _tls_context() -> ssl.SSLContext:
+    """urllib3's own default TLS settings; wrapped sockets are `_GuardedSSLSocket`s (the
+    standard library's public `sslsocket_class` hook). Certificates are still verified:
+    requests hands urllib3 certifi's CA bundle for every https pool."""
+    context = urllib3.util.create_urllib3_context()
+    context.sslsocket_class = _GuardedSSLSocket
+    return context
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """An HTTPAdapter whose pools make guarded connections, and whose `close()` closes them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._pools: weakref.WeakSet[HTTPConnectionPool] = weakref.WeakSet()
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                         **pool_kwargs: Any) -> None:
+        pool_kwargs.setdefault("ssl_context", _tls_context())
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+    def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> ConnectionPool:
+        pool = super().get_connection_with_tls_context(*args, **kwargs)
+        if isinstance(pool, HTTPConnectionPool) and not issubclass(pool.ConnectionCls,
+                                                                   _GuardedConnectionMixin):
+            # A pool seen for the first time; it has not made a connection yet.
+            pool.ConnectionCls = (_GuardedHTTPSConnection if isinstance(pool, HTTPSConnectionPool)
+                                  else _GuardedHTTPConnection)
+            self._pools.add(pool)
+        return pool
+
+    def close(self) -> None:
+        super().close()
+        # urllib3 2.8's PoolManager.clear() forgets its pools without closing them, which would
+        # leave their idle keep-alive sockets open until garbage collection: close them here.
+        for pool in list(self._pools):
+            pool.close()
 
 
 class _Reaper:
@@ -220,15 +288,6 @@ class _Reaper:
             thread.join(timeout=5)
 
 
-def _discard(response: urllib3.BaseHTTPResponse | None) -> None:
-    """A failed response: close it (its connection cannot be reused) and free its pool slot."""
-    if response is not None:
-        with contextlib.suppress(Exception):
-            response.close()
-        with contextlib.suppress(Exception):
-            response.release_conn()
-
-
 _CONNECT_ERRNOS = {
     errno.ECONNREFUSED: "connection refused",
     errno.ENETUNREACH: "network unreachable",
@@ -259,12 +318,19 @@ def _connect_failure(exc: urllib3.exceptions.NewConnectionError, target: str) ->
     return f"could not connect: {target} ({exc})"
 
 
+def _reason(exc: BaseException) -> BaseException:
+    """The urllib3 error a requests exception wraps (through MaxRetryError), else `exc`."""
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+        return inner.reason
+    return inner
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
-    elapsed: float
 
 
 class HttpClient:
@@ -284,23 +350,24 @@ class HttpClient:
         self.connect_timeout = connect_timeout
         self.max_body_bytes = max_body_bytes
         self._clock = clock
-        self._headers = {
-            "User-Agent": user_agent,
-            "Accept-Encoding": "gzip, deflate",
-            "Content-Type": "application/x-www-form-urlencoded",
-        }
-        # No proxies or .netrc picked up from the environment; certifi's CA bundle, as requests
-        # used; never retried or redirected behind our back (the pager owns retries).
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False,
-                                         retries=False, ca_certs=certifi.where())
-        self._pool.pool_classes_by_scheme = {
-            "http": _GuardedHTTPPool,
-            "https": _GuardedHTTPSPool,
-        }
+        self._timeouts = (min(connect_timeout, timeout), timeout)
+        session = requests.Session()
+        session.trust_env = False
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        session.headers.update({"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"})
+        adapter = _DeadlineAdapter(max_retries=0, pool_connections=1, pool_maxsize=pool_size,
+                                   pool_block=False)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self._session = session
         self._reaper = _Reaper(clock)
-        self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
         self._closed = False
         self._aborted = False
+
+    @property
+    def aborted(self) -> bool:
+        """`abort_all()` ran: every request from now on raises RequestInterrupted unsent."""
+        return self._aborted
 
     def post_form(
         self, url: str, data: Mapping[str, str], headers: Mapping[str, str] | None = None
@@ -308,54 +375,38 @@ class HttpClient:
         """POST `data` form-encoded; return status, headers and the whole body.
 
         Raises ConnectFailed when no connection could be made (refused, name not resolved,
-        unreachable), RequestTimeout when a deadline passes (at any stage), NetworkError for
-        resets, truncated or oversized bodies, RequestInterrupted once `abort_all()` ran.
+        unreachable), RequestTimeout when the deadline passes (at any stage), NetworkError for
+        resets, truncated, undecodable or oversized bodies, RequestInterrupted once
+        `abort_all()` ran.
         """
         if self._aborted:
             raise RequestInterrupted("request not sent: the job is stopping")
-        start = self._clock()
-        guard = _Guard(start + self.timeout, self._connections)
+        guard = _Guard(self._clock() + self.timeout)
         self._reaper.watch(guard)
         token = _current_guard.set(guard)
-        response: urllib3.BaseHTTPResponse | None = None
+        response: requests.Response | None = None
         try:
-            response = self._pool.urlopen(
-                "POST",
-                url,
-                body=urlencode(data),
-                headers={**self._headers, **headers} if headers else self._headers,
-                timeout=urllib3.Timeout(connect=min(self.connect_timeout, self.timeout),
-                                        read=self.timeout),
-                retries=False,
-                redirect=False,
-                preload_content=False,
-            )
+            response = self._session.post(url, data=data, headers=headers,
+                                          timeout=self._timeouts, stream=True,
+                                          allow_redirects=False)
             body = self._read_body(response, guard)
-            response.release_conn()  # back to the pool, ready for the next request
-            return HttpResponse(
-                status=response.status,
-                headers=dict(response.headers),
-                body=body,
-                elapsed=self._clock() - start,
-            )
+            return HttpResponse(status=response.status_code, headers=response.headers, body=body)
         except FetchError as exc:
             _discard(response)
-            guard.close_connections()
             if guard.aborted and not isinstance(exc, RequestInterrupted):
                 raise self._interrupted() from exc
             raise
-        except (urllib3.exceptions.HTTPError, HTTPException, OSError) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             _discard(response)
-            guard.close_connections()
             raise self._map_error(exc, guard, url) from exc
         finally:
             guard.finish()
             _current_guard.reset(token)
 
-    def _read_body(self, response: urllib3.BaseHTTPResponse, guard: _Guard) -> bytes:
+    def _read_body(self, response: requests.Response, guard: _Guard) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.stream(_CHUNK):
+        for chunk in response.iter_content(_CHUNK):
             if guard.aborted:
                 raise self._interrupted()
             if guard.fired or self._clock() > guard.deadline:
@@ -377,21 +428,26 @@ class HttpClient:
     def _interrupted() -> RequestInterrupted:
         return RequestInterrupted("request interrupted: the job is stopping")
 
-    def _map_error(self, exc: BaseException, guard: _Guard, url: str) -> FetchError:
+    def _map_error(self, exc: Exception, guard: _Guard, url: str) -> FetchError:
+        """The one place a requests/urllib3 failure becomes an `app.errors` class."""
         if guard.aborted:
             return self._interrupted()
         if guard.fired:
             return RequestTimeout(f"request exceeded {self.timeout:g}s ({type(exc).__name__})")
-        # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
-        if isinstance(exc, urllib3.exceptions.NewConnectionError):
-            return ConnectFailed(_connect_failure(exc, _host_port(url)))
-        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
-            connect = min(self.connect_timeout, self.timeout)
+        reason = _reason(exc)
+        if isinstance(exc, requests.ConnectTimeout):
             return RequestTimeout(f"connect timeout: no answer from {_host_port(url)} "
-                                  f"within {connect:g}s")
-        if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
-            return RequestTimeout(f"{type(exc).__name__}: no data within {self.timeout:g}s")
-        return NetworkError(f"{type(exc).__name__}: {exc}")
+                                  f"within {self._timeouts[0]:g}s")
+        if isinstance(exc, requests.ReadTimeout) or isinstance(
+                reason, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+            # iter_content reports a read timeout in the body as a ConnectionError.
+            return RequestTimeout(f"ReadTimeout: no data within {self.timeout:g}s")
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            return ConnectFailed(_connect_failure(reason, _host_port(url)))
+        # ChunkedEncodingError (reset or truncated body), ContentDecodingError, SSLError, a
+        # ConnectionError after the connection was made: the exchange broke.
+        return NetworkError(f"{type(exc).__name__}: {type(reason).__name__}: {reason}"
+                            if reason is not exc else f"{type(exc).__name__}: {exc}")
 
     def abort_all(self) -> None:
         """Shut down every request in flight now and refuse new ones (used on SIGTERM): each
@@ -404,13 +460,17 @@ class HttpClient:
             return
         self._closed = True
         self._reaper.close()
-        self._pool.clear()
-        for conn in list(self._connections):  # also any the pool no longer tracks
-            with contextlib.suppress(OSError):
-                conn.close()
+        self._session.close()
 
     def __enter__(self) -> HttpClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _discard(response: requests.Response | None) -> None:
+    """A failed response: close it (its connection cannot be reused) and free its pool slot."""
+    if response is not None:
+        with contextlib.suppress(Exception):
+            response.close()

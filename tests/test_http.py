@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 import threading
@@ -223,14 +224,19 @@ def test_an_unreachable_network_is_a_connect_failure() -> None:
     assert elapsed < 1.0
 
 
-@pytest.mark.timeout(30)
-def test_an_unanswered_connect_stays_a_timeout() -> None:
-    """A listener whose accept queue is full drops our SYN: the connect timeout passes and the
-    error is RequestTimeout ("timeout"), saying so, not a ConnectFailed."""
+@contextlib.contextmanager
+def _unanswered_port(accept_after: float | None = None) -> Iterator[int]:
+    """A listener on 127.0.0.1 whose accept queue is full: the kernel drops further SYNs.
+
+    With `accept_after`, a thread empties the queue after that many seconds and keeps
+    accepting (and never answering): a dropped SYN then gets through when the client resends
+    it, about 1 s after the first (Linux's initial retransmission timeout), so the TCP connect
+    takes that long.
+    """
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(0)
-        port = server.getsockname()[1]
+        port: int = server.getsockname()[1]
         fillers = []
         for _ in range(3):  # fill the accept queue; later SYNs are dropped
             filler = socket.socket()
@@ -238,35 +244,171 @@ def test_an_unanswered_connect_stays_a_timeout() -> None:
             filler.connect_ex(("127.0.0.1", port))
             fillers.append(filler)
         time.sleep(0.2)
+        stop = threading.Event()
+        accepted: list[socket.socket] = []
+
+        def accept_all() -> None:
+            if stop.wait(accept_after):
+                return
+            server.settimeout(0.05)
+            while not stop.is_set():
+                with contextlib.suppress(OSError):  # TimeoutError included
+                    accepted.append(server.accept()[0])
+
+        acceptor = threading.Thread(target=accept_all, name="acceptor", daemon=True)
+        if accept_after is not None:
+            acceptor.start()
         try:
-            with HttpClient(timeout=3.0, connect_timeout=0.5) as http:
-                started = time.monotonic()
-                with pytest.raises(RequestTimeout) as caught:
-                    http.post_form(f"http://127.0.0.1:{port}/api/authenticate", {"a": "b"})
-                elapsed = time.monotonic() - started
+            yield port
         finally:
-            for filler in fillers:
-                filler.close()
+            stop.set()
+            if accept_after is not None:
+                acceptor.join(5)
+            for sock in fillers + accepted:
+                sock.close()
+
+
+@pytest.mark.timeout(30)
+def test_an_unanswered_connect_stays_a_timeout() -> None:
+    """A listener whose accept queue is full drops our SYN: the connect timeout passes and the
+    error is RequestTimeout ("timeout"), saying so, not a ConnectFailed."""
+    with _unanswered_port() as port, HttpClient(timeout=3.0, connect_timeout=0.5) as http:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout) as caught:
+            http.post_form(f"http://127.0.0.1:{port}/api/authenticate", {"a": "b"})
+        elapsed = time.monotonic() - started
     assert str(caught.value) == f"connect timeout: no answer from 127.0.0.1:{port} within 0.5s"
     assert 0.4 <= elapsed <= 1.5
 
 
-class _FixedPage:
-    """A one-route API on 127.0.0.1 that answers every conversions request with `body`."""
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_an_unanswered_connect_ends_at_the_request_deadline(scheme: str) -> None:
+    """A connect timeout longer than the request's deadline does not stretch it: the SYN that is
+    never answered ends at the deadline, as RequestTimeout, over http and https."""
+    with _unanswered_port() as port, HttpClient(timeout=0.5, connect_timeout=10.0) as http:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            http.post_form(f"{scheme}://127.0.0.1:{port}/api/authenticate", {"a": "b"})
+        elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed <= 1.5
 
-    def __init__(self, body: bytes) -> None:
+
+@pytest.mark.timeout(30)
+def test_a_slow_connect_then_a_stalled_handshake_ends_at_the_deadline() -> None:
+    """The deadline counts from the start of the request, not from the handshake: a TCP
+    connect that takes ~1 s (a dropped SYN, resent) followed by a TLS handshake the server never
+    answers ends at the 1.5 s deadline, not 1.5 s after the connect."""
+    with _unanswered_port(accept_after=0.3) as port, \
+            HttpClient(timeout=1.5, connect_timeout=1.5) as http:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            http.post_form(f"https://127.0.0.1:{port}/api/authenticate", {"a": "b"})
+        elapsed = time.monotonic() - started
+    assert 1.35 <= elapsed <= 2.0, elapsed
+
+
+class _TlsStall:
+    """A TCP listener on 127.0.0.1 for https:// URLs that never completes a TLS handshake.
+
+    `drip=False`: it accepts and never sends a byte. `drip=True`: it answers the ClientHello
+    with the header of a 16 KB handshake record, then one byte of it every 0.1 s, so no single
+    socket read ever waits long enough to time out. No certificate is involved.
+    """
+
+    def __init__(self, *, drip: bool) -> None:
+        self.drip = drip
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, name="tls-stall", daemon=True)
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.05)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted.append(conn)
+            if self.drip:
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)  # the ClientHello
+                    conn.sendall(b"\x16\x03\x03\x40\x00")  # handshake record, 16384 bytes
+                    for _ in range(100):  # 10 s of one byte every 0.1 s
+                        if self.stop.wait(0.1):
+                            break
+                        conn.sendall(b"\x02")
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"https://127.0.0.1:{self.port}/api/authenticate"
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("drip", [False, True], ids=["silent", "dripping"])
+def test_a_stalled_tls_handshake_ends_at_the_deadline(drip: bool) -> None:
+    """A server that accepts TCP and then stalls the TLS handshake (never answers the
+    ClientHello, or answers it one byte at a time) ends at the request deadline as
+    RequestTimeout: the deadline covers the handshake, not only the request after it."""
+    with _TlsStall(drip=drip) as url, HttpClient(timeout=TIMEOUT, connect_timeout=TIMEOUT) as http:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            http.post_form(url, {"page": "1"})
+        elapsed = time.monotonic() - started
+    assert TIMEOUT * 0.9 <= elapsed <= TIMEOUT + 1.0, elapsed
+
+
+@pytest.mark.timeout(30)
+def test_abort_all_interrupts_a_stalled_tls_handshake() -> None:
+    """abort_all() from another thread ends a request stuck in the TLS handshake within a
+    fraction of a second, as RequestInterrupted, long before its 20 s deadline."""
+    with _TlsStall(drip=False) as url, HttpClient(timeout=20.0, connect_timeout=20.0) as http:
+        timer = threading.Timer(0.3, http.abort_all)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(RequestInterrupted):
+            http.post_form(url, {"page": "1"})
+        elapsed = time.monotonic() - started
+    assert elapsed < 2.0
+    assert http.aborted
+
+
+class _FixedPage:
+    """A one-route API on 127.0.0.1 that answers every conversions request with `body`.
+
+    It records the Cookie header of every request (None when absent) in `cookies`, and sends
+    `set_cookie` (if any) as a Set-Cookie header with every answer.
+    """
+
+    def __init__(self, body: bytes, *, set_cookie: str | None = None) -> None:
         from http import server
 
         page = body
+        cookies: list[str | None] = []
+        self.cookies = cookies
 
         class Handler(server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                cookies.append(self.headers.get("Cookie"))
                 answer = (b'{"status":"success","message":"Success","data":{"token":"t"}}'
                           if self.path.endswith("/authenticate") else page)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
+                if set_cookie is not None:
+                    self.send_header("Set-Cookie", set_cookie)
                 self.end_headers()
                 self.wfile.write(answer)
 
@@ -327,3 +469,18 @@ def test_a_page_holding_a_non_object_record_is_a_bad_page() -> None:
         with pytest.raises(BadJSON, match="not an object") as caught:
             client.fetch_page(DAY, DAY, 1, 100)
     assert caught.value.error_class == "json_decode"
+
+
+@pytest.mark.timeout(30)
+def test_cookies_are_neither_kept_nor_sent() -> None:
+    """Cookies are off: a Set-Cookie from the API is not stored, and no request carries one."""
+    body = (b'{"status":"success","message":"Success","data":{"page":1,"limit":100,"count":1,'
+            b'"nextPage":null,"data":[{"conversion_id":1}]}}')
+    fixed = _FixedPage(body, set_cookie="session=made-up; Path=/")
+    with fixed as base_url, HttpClient(timeout=5) as http:
+        client = AccountClient(base_url=base_url, key="k", secret="s", http=http,
+                               limiter=RateLimiter(per_minute=100_000))
+        for _ in range(3):
+            client.fetch_page(DAY, DAY, 1, 100)
+    assert len(fixed.cookies) == 4  # authenticate + three pages
+    assert fixed.cookies == [None] * 4
