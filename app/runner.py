@@ -57,7 +57,7 @@ def open_sink(settings: Settings) -> Sink:
     from app.sinks import make_sink
 
     sink = make_sink(bucket=settings.gcs_bucket, prefix=settings.gcs_prefix,
-                     output_dir=settings.output_dir)
+                     output_dir=settings.output_dir, endpoint=settings.storage_emulator_host)
     sink.list(f"runs/{settings.range_name}/{settings.task.execution}/")
     return sink
 
