@@ -14,19 +14,22 @@ request alive for hours. Here every request gets one deadline, `timeout` seconds
   never exceeds `timeout`;
 - a reaper thread (one per client, stopped by `close()`) shuts down the socket of any request
   whose deadline passes while it is blocked anywhere in the HTTP stack: the TLS handshake, the
-  request, the status line, the headers, a body read. That wakes the blocked call at once. The
-  socket is registered when urllib3 starts to connect (`connect()`, which covers DNS, TCP and
-  TLS) or, on a reused keep-alive connection, when it sends the request (`request()`);
+  request, the status line, the headers, a body read. That wakes the blocked call at once. A
+  connection registers when urllib3 starts to connect it (`connect()`: name lookup, TCP, TLS)
+  or, reused from the pool, when it sends the request (`request()`); a TLS socket registers
+  itself before its handshake (`_GuardedSSLSocket`);
 - the body is streamed and the deadline is checked between chunks, with a size cap.
 
 A name lookup is the one step nothing can cut short: `getaddrinfo` has no socket to shut down,
 so it runs for as long as the system resolver allows (resolv.conf's timeout and attempts); the
 request fails as a RequestTimeout as soon as it returns past the deadline.
 
-The guarded connection classes are installed through public hooks only: the adapter's
+The guards are installed through public hooks only: the adapter's
 `get_connection_with_tls_context` (requests' documented subclassing point) hands back the pool,
 whose `ConnectionCls` (urllib3's public attribute) is set to the guarded class before the pool
-creates a connection.
+creates a connection; `init_poolmanager` (the same kind of hook) gives the pools an SSL context
+built by urllib3's `create_urllib3_context` whose `sslsocket_class` (the standard library's
+hook) is the guarded TLS socket.
 
 Every failure path closes the connection; no thread is started per request. `requests`' and
 urllib3's errors are mapped to `app.errors` classes here and nowhere else:
@@ -326,15 +329,29 @@ def _reason(exc: BaseException) -> BaseException:
     return inner
 
 
+def _discard(response: requests.Response | None) -> None:
+    """A failed response: close it (its connection cannot be reused) and free its pool slot."""
+    if response is not None:
+        with contextlib.suppress(Exception):
+            response.close()
+
+
 @dataclass(frozen=True)
 class HttpResponse:
+    """One answer, read whole: status code, headers (case-insensitive), body (decoded from
+    gzip/deflate)."""
+
     status: int
     headers: Mapping[str, str]
     body: bytes
 
 
 class HttpClient:
-    """POSTs form-encoded bodies with a hard deadline per request; thread-safe; reuses connections."""
+    """POSTs form-encoded bodies with a hard deadline per request; thread-safe; reuses connections.
+
+    One Session serves all of an account's fetch threads: it keeps no state between requests
+    (cookies refused, headers fixed at construction).
+    """
 
     def __init__(
         self,
@@ -355,6 +372,8 @@ class HttpClient:
         session.trust_env = False
         session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         session.headers.update({"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"})
+        # One host; keep up to pool_size idle connections; never wait for a free one (how many
+        # requests are in flight is the pager's decision, and a wait would eat the deadline).
         adapter = _DeadlineAdapter(max_retries=0, pool_connections=1, pool_maxsize=pool_size,
                                    pool_block=False)
         session.mount("http://", adapter)
@@ -468,9 +487,3 @@ class HttpClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _discard(response: requests.Response | None) -> None:
-    """A failed response: close it (its connection cannot be reused) and free its pool slot."""
-    if response is not None:
-        with contextlib.suppress(Exception):
-            response.close()
