@@ -7,15 +7,13 @@
   with a deadline; writes only when a generation precondition makes them idempotent. Every
   request carries a timeout. What still fails raises `StorageError` with a short message that
   holds no credentials or upload session ids.
-- A retried create-only write whose first try reached the server but whose answer got lost
-  meets 412 on its retry. It still counts as done when the object there is ours:
-  - an upload is ours when the object holds our exact bytes (same crc32c and size);
-  - a compose is ours when the object carries our composition marker: metadata COMPOSED_FROM,
-    a digest of the (name, crc32c, size) of every original source in order. The sources are
-    read before composing (one listing of their common folder, or a stat for a lone source),
-    so two composes of the same bytes under the same names share a marker, and any other
-    compose at that name does not. The marker is merged into the caller's metadata and left
-    out of `ObjectInfo.metadata`.
+- A retried create-only write whose first try landed but whose answer got lost meets 412 on
+  its retry, and counts as done when the object there is ours: for an upload, it holds our
+  exact bytes (crc32c and size); for a compose, it carries our marker, metadata COMPOSED_FROM:
+  a digest of the (name, crc32c, size) of every original source, in order. The sources are
+  read before composing (one listing of their common folder, or a stat for a lone source), so
+  composes of the same names holding the same bytes share a marker, and no other compose at
+  that name has it. The marker joins the caller's metadata; `ObjectInfo.metadata` leaves it out.
 
 google-cloud-storage is imported only when a GCS sink is built: the import costs about two
 seconds, and a local run should not pay for it.
@@ -71,26 +69,24 @@ def _release_error_body(response: Any, *args: Any, **kwargs: Any) -> None:
 def new_storage_client(endpoint: str | None) -> Any:
     """A google-cloud-storage client, adjusted where the library offers no other way.
 
-    This is the one place the package reaches past the library's public API. Two adjustments:
+    The one place the package reaches past the library's public API, for two things:
 
-    1. The client (since 3.11) fetches bucket metadata in a background thread on first use of a
-       bucket, only to label OpenTelemetry spans, which this job does not record. That costs a
-       request, a thread that outlives close(), and a denied storage.buckets.get (an ERROR entry
-       in the audit log) for a service account with object roles only. The library's one public
-       switch is the process environment variable BUCKET_METADATA_SWITCH, read on every call (a
-       per-client flag is proposed upstream, not released). It is set here, before the client
-       exists, so every GCSSink gets it whoever builds it (the job, tests, the bench). It is
-       written, never read: the job's settings still come from config alone.
-    2. The client streams downloads, and on an error status it raises, and retries, without
-       reading the body, which pins the pooled connection and its socket until garbage
-       collection. There is no public way to reach the client's requests session: its `_http`
-       attribute is private (its `_http=` constructor argument is documented as private too,
-       and would make us build the authorized session ourselves). So a response hook that reads
-       error bodies is appended to `client._http.hooks`. If the library ever moves it, the sink
-       still works (only those sockets wait for GC) and
+    1. Since 3.11 the client fetches bucket metadata in a background thread on first use of a
+       bucket, only to label OpenTelemetry spans we do not record: a request, a thread that
+       outlives close(), and a denied storage.buckets.get (an ERROR audit-log entry) for an
+       object-only service account. The library's only switch is the environment variable
+       BUCKET_METADATA_SWITCH, read on every call (a per-client flag is proposed upstream, not
+       released). It is set here, before the client exists, so every GCSSink has it whoever
+       builds it (job, tests, bench); written, never read: settings still come from config.
+    2. Downloads stream, and an error status is raised (and retried) with its body unread,
+       which pins the pooled connection and its socket until garbage collection. Nothing
+       public reaches the client's requests session (`_http=` is documented as private too, a
+       Retry `on_error` callback would need the library's private default predicate), so a
+       hook reading error bodies goes on the private `client._http.hooks`. If an upgrade moves
+       it the sink still works (those sockets wait for GC) and
        tests/test_sinks.py::test_storage_client_still_takes_our_error_body_hook fails.
 
-    `endpoint` (an emulator, or a test proxy) gets anonymous credentials and a made-up project;
+    `endpoint` (an emulator, a test proxy) gets anonymous credentials and a made-up project;
     without it the client uses the default credentials (the Cloud Run service account).
     """
     from google.auth.credentials import AnonymousCredentials
