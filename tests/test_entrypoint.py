@@ -114,12 +114,12 @@ def test_bad_log_language_message_is_wholly_chinese(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_open_sink_reaches_the_bucket_first(gcs_emulator: GcsEmulator,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """open_sink lists the bucket at once: a bucket that is there opens, a missing one fails now."""
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
+def test_open_sink_reaches_the_bucket_first(gcs_emulator: GcsEmulator) -> None:
+    """open_sink lists the bucket at once: a bucket that is there opens, a missing one fails now.
+    The emulator is reached through Settings (STORAGE_EMULATOR_HOST as config read it)."""
     settings = load_settings({"INVOLVE_ASIA_API_SECRET": "demo-secret", "START_DATE": DAY,
-                              "END_DATE": DAY, "GCS_BUCKET": gcs_emulator.bucket})
+                              "END_DATE": DAY, "GCS_BUCKET": gcs_emulator.bucket,
+                              "STORAGE_EMULATOR_HOST": gcs_emulator.host})
     sink = open_sink(settings)
     assert isinstance(sink, GCSSink)
     try:
@@ -128,6 +128,7 @@ def test_open_sink_reaches_the_bucket_first(gcs_emulator: GcsEmulator,
     finally:
         sink.close()
     missing = load_settings({"INVOLVE_ASIA_API_SECRET": "demo-secret", "START_DATE": DAY,
-                             "END_DATE": DAY, "GCS_BUCKET": "no-such-bucket-here"})
+                             "END_DATE": DAY, "GCS_BUCKET": "no-such-bucket-here",
+                             "STORAGE_EMULATOR_HOST": gcs_emulator.host})
     with pytest.raises(StorageError, match="no-such-bucket-here"):
         open_sink(missing)
