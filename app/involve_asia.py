@@ -19,10 +19,11 @@ import structlog
 from app.api import AccountClient
 from app.config import Account, Settings, load_settings
 from app.errors import ApiUnreachable, FatalFetchError, FetchError
+from app.fetch import FetchLoop, PageFetch, Window
 from app.http import HttpClient
 from app.logs import configure_logging, get_logger, register_secret, resolve_format
 from app.models import Page
-from app.pager import Pager, Query, RunState
+from app.pager import Query, RunState, UnitOutcome
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
 
@@ -104,47 +105,35 @@ class InvolveAsiaAPI:
         log = self.log.bind(account=label, api_name=label)
         self.client.currency = self._currency(currency)
         state = RunState(max_skipped_pages=self.settings.max_skipped_pages)
-        pager = Pager(
+        fetch = PageFetch(
             client=self.client,
             policy=RetryPolicy(max_retries=self.settings.max_retry_attempts,
                                backoff=self.settings.retry_backoff,
                                rate_limit_delay=self.settings.rate_limit_delay),
             state=state, sleep=self._sleep, clock=self._clock, log=log,
-            page_limit=self.settings.page_limit, concurrency=1, account=label,
+            page_limit=self.settings.page_limit, account=label,
         )
+        loop = FetchLoop(window=Window(fetch), state=state, account=label, log=log)
+        query = Query(start, end)
         self._last = {"count": 0, "total_pages": 0, "pages_fetched": 0, "skipped_pages": [],
                       "records": 0}
         seen: set[object] = set()
         started = self._clock()
 
-        def fresh(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            for record in records:
-                key = record.get("conversion_id")
-                if key is None or key not in seen:
-                    seen.add(key)
-                    self._last["records"] += 1
-                    yield record
+        def ended(outcome: UnitOutcome) -> None:
+            # what the run state still lists: dead twice, or never retried (stopped)
+            still = [s.page for s in state.skipped_for(label, query.label)]
+            self._note_outcome(outcome.count, outcome.total_pages, outcome.pages, still)
 
         try:
-            main = pager.query(start, end)
-            for item in main:
-                if isinstance(item, Page):
-                    yield from fresh(item.records)
-            outcome = main.outcome
-            assert outcome is not None
-            self._note_outcome(outcome.count, outcome.total_pages, outcome.pages,
-                               outcome.skipped)
-            if outcome.skipped and not state.stopped:
-                second = pager.query_retry(start, end, outcome.skipped)
-                for item in second:
-                    if isinstance(item, Page):
-                        yield from fresh(item.records)
-                again = second.outcome
-                assert again is not None
-                # what the run state still lists: dead twice, or never retried (stopped)
-                still = [s.page for s in state.skipped_for(label, Query(start, end).label)]
-                self._note_outcome(again.count, again.total_pages,
-                                   outcome.pages + again.pages, still)
+            for arrival in loop.run([query], _OnEnd(ended)):
+                if isinstance(arrival.result, Page):
+                    for record in arrival.result.records:
+                        key = record.get("conversion_id")
+                        if key is None or key not in seen:
+                            seen.add(key)
+                            self._last["records"] += 1
+                            yield record
         finally:
             self._finish(state, self._clock() - started)
 
@@ -247,6 +236,26 @@ class InvolveAsiaAPI:
             "skipped_pages": self.skipped_pages,
             **self.stats,
         }, self.settings.log_language))
+
+
+class _OnEnd:
+    """The fetch loop's hooks for one query of the original interface: its records are
+    yielded as they arrive, so only how the query ended is kept."""
+
+    def __init__(self, ended: Callable[[UnitOutcome], None]) -> None:
+        self._ended = ended
+
+    def start(self, query: Query) -> None:
+        pass
+
+    def page(self, query: Query, page: Page) -> None:
+        pass
+
+    def end(self, query: Query, outcome: UnitOutcome) -> None:
+        self._ended(outcome)
+
+    def missing(self, query: Query) -> None:
+        pass
 
 
 def _as_date(value: str | dt.date) -> dt.date:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import functools
 import gzip
 import secrets
 import shutil
@@ -19,34 +18,25 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app import summary as summary_mod
-from app.api import AccountClient
 from app.config import Account, Settings
 from app.errors import AlreadyExists, JobError, StorageError
+from app.fetch import AccountFetch, OpenUnit, RecordBudget
 from app.http import HttpClient
-from app.logs import current_language, get_logger, register_secret
+from app.logs import current_language, get_logger
 from app.messages import render_message
 from app.models import Page
 from app.monitor import ResourceMonitor, Watchdog
 from app.outcome import Outcome, Status, StopReason, UnitState, decide
-from app.output import UnitOutput, put_json, read_json
-from app.pager import Pager, RunState, UnitOutcome
-from app.ratelimit import RateLimiter
-from app.retry import RetryPolicy
+from app.output import put_json, read_json
+from app.pager import RunState, UnitOutcome
 from app.sinks import ObjectInfo, Sink, is_compose_scratch
 from app.store import DayStore, RunLayout, Snapshot, SnapshotMeta, iso_utc, total_changes
-from app.writer import UnitWriter
-
-PAGE_WINDOW_FACTOR = 4
-"""Pages handed out ahead per request slot (see pager.py: back-off waits hold no slot)."""
-UNIT_LANES = 2
-"""Units of one account in progress at once (see Job._main_pass); each holds a writer, so two
-open writers (and their id sets) at most per account."""
 
 
 @dataclass(frozen=True)
@@ -67,22 +57,6 @@ def plan_units(settings: Settings) -> list[Unit]:
 def task_share(units: list[Unit], index: int, count: int) -> list[Unit]:
     """The units task `index` of `count` owns: dealt round-robin so big ranges spread evenly."""
     return units[index::count]
-
-
-class RecordBudget:
-    """MAX_RECORDS_LIMIT across every account of the task."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.used = 0
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self.limit is not None and self.used >= self.limit:
-                return False
-            self.used += 1
-            return True
 
 
 @dataclass
@@ -113,17 +87,6 @@ class JobResult:
     exit_code: int
     status: str
     summary: dict[str, Any]
-
-
-@dataclass
-class OpenUnit:
-    """A unit being fetched: its writer, where its chunks go, and when its fetch started."""
-
-    unit: Unit
-    writer: UnitWriter
-    output: UnitOutput
-    started_at: float
-    """Wall clock at the start of the fetch: the snapshot's `fetched_at`."""
 
 
 class Job:
@@ -223,7 +186,7 @@ class Job:
         if not todo:
             return
         with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="account") as pool:
-            futures = [pool.submit(self._run_account, accounts[name], units, scratch / name)
+            futures = [pool.submit(self._fetch_account, accounts[name], units, scratch / name)
                        for name, units in todo.items()]
             for future in futures:
                 exc = future.exception()
@@ -267,142 +230,36 @@ class Job:
 
     # ------------------------------------------------------------------ one account
 
-    def _run_account(self, account: Account, units: list[Unit], scratch: Path) -> None:
-        settings = self.settings
+    def _fetch_account(self, account: Account, units: list[Unit], scratch: Path) -> None:
+        """One account's units (app.fetch): each fetched unit comes back to `_finish_unit`."""
         log = self.log.bind(account=account.name)
-        register_secret(account.secret)
-        http = HttpClient(timeout=settings.request_timeout, clock=self.clock,
-                          pool_size=settings.fetch_concurrency + 2)
-        self._clients.append(http)
-        if self.stop.is_set():
-            http.abort_all()
-        limiter = RateLimiter(per_minute=settings.requests_per_minute,
-                              min_interval=settings.request_delay,
-                              clock=self.clock, sleep=self._fetch_sleep)
-        extra: dict[str, Any] = {}
-        if self._token_ttl is not None:
-            extra["token_ttl"] = self._token_ttl
-        client = AccountClient(base_url=settings.base_url, key=account.key, secret=account.secret,
-                               http=http, limiter=limiter, clock=self.clock,
-                               currency=settings.preferred_currency,
-                               on_token=register_secret, log=log, **extra)
-        policy = RetryPolicy(max_retries=settings.max_retry_attempts,
-                             backoff=settings.retry_backoff,
-                             rate_limit_delay=settings.rate_limit_delay)
-        held: list[tuple[OpenUnit, UnitOutcome]] = []
-        # Workers beyond FETCH_CONCURRENCY only wait (back-off or the in-flight cap); they let
-        # the pages behind a retrying page go ahead.
-        with ThreadPoolExecutor(max_workers=settings.fetch_concurrency * PAGE_WINDOW_FACTOR,
-                                thread_name_prefix=f"fetch-{account.name}") as pool:
-            pager = Pager(client=client, policy=policy, state=self.state, account=account.name,
-                          page_limit=settings.page_limit, concurrency=settings.fetch_concurrency,
-                          pool=pool, sleep=self._fetch_sleep, clock=self.clock, log=log,
-                          on_trouble=self._trouble, on_page=self._on_page)
-            try:
-                self._main_pass(account, units, pager=pager, scratch=scratch, held=held, log=log)
-                held.sort(key=lambda entry: entry[0].unit.date)
-                if held and not self.stop.is_set():
-                    log.info("second_pass_started", pages=sum(len(o.skipped) for _u, o in held))
-                for open_unit, first in held:
-                    if self.stop.is_set() and self.state.stop_reason != StopReason.MAX_RECORDS:
-                        self._drop(open_unit, first.skipped)
-                        continue
-                    outcome = self._drain(pager.retry(open_unit.unit.day, first.skipped),
-                                          open_unit.writer, log)
-                    outcome.pages += first.pages
-                    self._finish_unit(open_unit, outcome, log)
-            except JobError as exc:
-                log.error("run_failed", error_class=exc.error_class, error=str(exc))
-                self.state.request_stop(StopReason.FATAL)
-                raise
+        AccountFetch[Unit](
+            self.settings, account, state=self.state, budget=self.budget, sink=self.sink,
+            layout=self.layout, run_id=self.run_id, scratch=scratch, clients=self._clients,
+            log=log, on_unit_done=lambda open_unit, outcome: self._finish_unit(
+                open_unit, outcome, log),
+            on_unit_missing=self._missing, on_page=self._on_page, on_trouble=self._trouble,
+            clock=self.clock, wall_clock=self.wall_clock, sleep=self._fetch_sleep,
+            token_ttl=self._token_ttl, chunk_bytes=self._chunk_bytes,
+        ).run(units)
 
-    def _main_pass(self, account: Account, units: list[Unit], *, pager: Pager, scratch: Path,
-                   held: list[Any], log: Any) -> None:
-        """Every unit of the account once, in UNIT_LANES lanes: unit n+1 starts as soon as
-        unit n is down to its last round of requests, so n's last answers, a page of n waiting
-        out a back-off and n's upload overlap n+1's requests instead of idling the account."""
-        lanes: list[Future[None]] = []
-        with ThreadPoolExecutor(max_workers=UNIT_LANES,
-                                thread_name_prefix=f"unit-{account.name}") as pool:
-            previous: threading.Event | None = None
-            for unit in units:
-                if previous is not None:
-                    previous.wait()  # set by the lane, at the latest when it ends
-                if any(lane.done() and lane.exception() is not None for lane in lanes):
-                    break  # a unit failed (storage, say): start no more; raised below
-                if self.stop.is_set():
-                    self._add_report(UnitReport(account.name, unit.date, UnitState.MISSING))
-                    continue
-                submitted = threading.Event()
-                lanes.append(pool.submit(self._main_pass_unit, unit, pager=pager,
-                                         scratch=scratch, held=held, log=log,
-                                         submitted=submitted))
-                previous = submitted
-        for lane in lanes:
-            lane.result()  # the first lane's fatal error, if any
-
-    def _main_pass_unit(self, unit: Unit, *, pager: Pager, scratch: Path, held: list[Any],
-                        log: Any, submitted: threading.Event) -> None:
-        try:
-            if self.stop.is_set():  # stopped while this lane was being handed over
-                self._add_report(UnitReport(unit.account.name, unit.date, UnitState.MISSING))
-                return
-            log.info("unit_started", date=unit.date)
-            open_unit = self._open_unit(unit, scratch)
-            outcome = self._drain(pager.unit(unit.day, on_tail=submitted.set),
-                                  open_unit.writer, log)
-            capped = self.state.stop_reason == StopReason.MAX_RECORDS
-            if outcome.complete or capped:
-                self._finish_unit(open_unit, outcome, log)
-            elif outcome.interrupted:
-                self._drop(open_unit, outcome.skipped)
-            else:
-                held.append((open_unit, outcome))
-        except JobError:
-            self.state.request_stop(StopReason.FATAL)  # no lane starts or requests anything more
-            raise
-        finally:
-            submitted.set()
-
-    def _open_unit(self, unit: Unit, scratch: Path) -> OpenUnit:
-        output = UnitOutput(sink=self.sink, chunk_name=functools.partial(
-            self.layout.chunk, unit.account.name, unit.date, self.run_id))
-        kwargs: dict[str, Any] = {}
-        if self._chunk_bytes is not None:
-            kwargs["chunk_bytes"] = self._chunk_bytes
-        writer = UnitWriter(account=unit.account.name, scratch_dir=scratch,
-                            on_chunk=output.on_chunk,
-                            take_record=self.budget.take if self.budget.limit else None, **kwargs)
-        return OpenUnit(unit, writer, output, started_at=self.wall_clock())
-
-    def _drain(self, run: Any, writer: UnitWriter, log: Any) -> UnitOutcome:
-        for item in run:
-            if isinstance(item, Page) and item.records:
-                writer.write(item.records)
-                if writer.capped and self.state.stop_reason is None:
-                    log.warning("max_records_reached", limit=self.budget.limit)
-                    self.state.request_stop(StopReason.MAX_RECORDS)
-        outcome: UnitOutcome = run.outcome
-        return outcome
-
-    def _drop(self, open_unit: OpenUnit, missing_pages: list[int]) -> None:
-        """A unit cut short (SIGTERM, the skip cap): nothing of it is kept."""
-        open_unit.writer.discard()
-        open_unit.output.discard()
-        self._add_report(UnitReport(open_unit.unit.account.name, open_unit.unit.date,
-                                    UnitState.MISSING, missing_pages=list(missing_pages)))
+    def _missing(self, unit: Unit, missing_pages: Iterable[int] = ()) -> None:
+        """A unit not delivered: never started, or cut short (SIGTERM, the skip cap)."""
+        self._add_report(UnitReport(unit.account.name, unit.date, UnitState.MISSING,
+                                    missing_pages=list(missing_pages)))
 
     # ------------------------------------------------------------------ one unit's data
 
-    def _finish_unit(self, open_unit: OpenUnit, outcome: UnitOutcome, log: Any) -> None:
+    def _finish_unit(self, open_unit: OpenUnit[Unit], outcome: UnitOutcome, log: Any) -> None:
         """Store the fetched day in the run's folder, then in the day store if it ranks above
         the snapshot there; serve the better of the two."""
         unit, writer = open_unit.unit, open_unit.writer
         name = unit.account.name
         capped = self.state.stop_reason == StopReason.MAX_RECORDS and (
             writer.capped or not outcome.complete)
-        if outcome.interrupted and not capped:
-            self._drop(open_unit, outcome.skipped)
+        if outcome.interrupted and not capped:  # cut short: nothing of it is kept
+            open_unit.discard()
+            self._missing(unit, outcome.skipped)
             return
         complete = outcome.complete and not writer.capped
         writer.close()

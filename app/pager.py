@@ -1,95 +1,46 @@
-"""Pagination of one query (an account's day, or a date range): every page, with retries, skips
-and live-data re-reads.
+"""The page plan of one query (an account's day, or a date range): which pages are still to
+fetch, and what each page that came back says about the rest. Pure: no threads, no network, no
+clock; `app.fetch` asks the plan what to request and hands it every result.
 
-`Pager.unit(day)` (the job's unit: one account, one day) and `Pager.query(start, end)` (a range
-as one query: the original interface) yield each `Page` fetched or each `SkippedPage` given up
-on; the caller writes the records. The first page that answers sizes the query (every page
-carries `count`); the others come as they complete, not in page order, so a page waiting out a
-retry back-off holds up neither the pages behind it nor memory (a page is written as soon as it
-arrives). Pages are requested up to `concurrency` at a time (a page in back-off does not count)
-from a window of pages on the account's worker pool (the account's rate limiter sits underneath,
-in the client). Records within a part are therefore in arrival order; which records a part holds
-does not depend on it.
+As dlt's paginators: `next_page()` is the next page to request (None: none right now),
+`update_state(number, result)` takes what came back and returns `Note`s for the caller to log
+or count, `has_next_page` says whether pages are waiting to be asked for, `finished` whether the
+plan is over, `outcome` how it went.
 
-A page that fails all its attempts is recorded in the shared `RunState` and skipped; the run
-goes on. When page 1 is dead, pages 2, 3, ... are tried in turn (each with its full attempt
-budget, each dead one a skip) until one answers and sizes the query. When more pages than
-`max_skipped_pages` are skipped, `RunState` raises its stop flag: no new page is requested
-anywhere, what is in flight finishes. `Pager.retry(day, pages)` is the second pass over a unit's
-skipped pages, each page alone with a fresh attempt budget.
+`PagePlan`, the main pass:
 
-Stopping: a request the HTTP client cut short (`RequestInterrupted`, on SIGTERM), and any failure
-while the run is stopping, is *interrupted*: not a skip, not a retry, not counted as an error.
-The query's outcome then says `interrupted`.
+- *Sizing.* Page 1 goes alone; the first page that answers sizes the query (every page carries
+  `count`). When page 1 is dead, pages 2, 3, ... are probed one at a time, each dead one a skip,
+  so a dead page 1 costs one page, not the day. Dead pages past the end the count gives held
+  nothing: they are not skips after all (`PastTheEnd`).
+- *The rest.* Once sized, every remaining page may be requested at once; they come back in any
+  order.
+- *Live data.* When `count` changes within a read (or `nextPage` and `count` disagree), records
+  may have shifted across pages: the query is read again from page 1 (`Reread`; the writer drops
+  what it has already written) until a read sees one stable count, at most `MAX_REREADS` times.
+  A read with skipped pages is not read again: its skips go to the second pass.
+- *Stopping.* A page the stopping run did not finish comes back `Interrupted`; when the run
+  stops, the caller stops asking and, once nothing is outstanding, calls `cut_short()`. Either
+  way a plan that still wanted pages ends `interrupted`.
 
-An unreachable API: while an account has had no page answered, `UNREACHABLE_AFTER` consecutive
-connection-level failures (`ConnectFailed`: refused, DNS, unreachable) raise `ApiUnreachable`
-out of the pager (and stop the run, reason "fatal") instead of skipping page after page. Once a
-page of the account has answered, `ConnectFailed` is an ordinary retryable network error.
+`RetryPlan`, the second pass: the skipped pages again, all at once, each with a fresh budget.
 
-Durations: `page_fetched`, `page_retry` and `page_skipped` report `duration_ms`, the request
-itself, and `wait_ms`, the time the attempt waited before it was sent (for a request slot and for
-the account's own throttle, which the client reports through `throttle_wait()`).
-
-Live data: when the `count` of a query changes while it is paged, records may have shifted
-across page boundaries. The query is then read again from page 1 (the writer drops what it has
-already written) until a full read sees one stable count, at most `MAX_REREADS` times.
+`RunState` is what every fetch of a run shares: the skip list and its cap, the counters, and
+the stop flag.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
-import queue
 import threading
-import time
-from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
-from app.errors import (
-    ApiUnreachable,
-    ConnectFailed,
-    FatalFetchError,
-    FetchError,
-    RequestInterrupted,
-)
 from app.models import Page, SkippedPage
-from app.retry import RetryPolicy
 
 MAX_REREADS = 3
-
-UNREACHABLE_AFTER = 3
-"""Consecutive connection-level failures, with no page of the account answered yet, that mean
-the API is down. With the default back-off that is the first page's first two retries (about
-30 s): long enough to ride out a blip at start-up, far shorter than skipping page after page."""
-
-
-class PageSource(Protocol):
-    def fetch_page(self, start: dt.date, end: dt.date, page: int, limit: int) -> Page: ...
-
-
-@runtime_checkable
-class ThrottleReport(Protocol):
-    """A page source that can say how long its last `fetch_page` in this thread waited for its
-    own throttle (seconds). Optional: without it the wait counts as request time."""
-
-    def throttle_wait(self) -> float: ...
-
-
-class EventLog(Protocol):
-    def info(self, event: str, **fields: Any) -> Any: ...
-    def warning(self, event: str, **fields: Any) -> Any: ...
-    def error(self, event: str, **fields: Any) -> Any: ...
-    def debug(self, event: str, **fields: Any) -> Any: ...
-
-
-class _NullLog:
-    def info(self, event: str, **fields: Any) -> None: ...
-    def warning(self, event: str, **fields: Any) -> None: ...
-    def error(self, event: str, **fields: Any) -> None: ...
-    def debug(self, event: str, **fields: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -108,15 +59,19 @@ class Query:
 
 
 @dataclass(frozen=True)
-class _Interrupted:
-    """A page the stopping run did not finish: never sent, cut short, or failed while stopping.
-    Internal: it is neither yielded nor recorded anywhere; the outcome says `interrupted`."""
+class Interrupted:
+    """A page the stopping run did not finish: never sent, cut short (SIGTERM), or failed
+    while stopping. Not a skip, not a retry; the plan's outcome says `interrupted`."""
 
     page: int
 
 
+PageResult = Page | SkippedPage | Interrupted
+"""How fetching one page ended: fetched, given up on after every attempt, or interrupted."""
+
+
 class RunState:
-    """What every pager of a run shares: the skip list and cap, counters, and the stop flag."""
+    """What every fetch of a run shares: the skip list and cap, counters, and the stop flag."""
 
     def __init__(self, *, max_skipped_pages: int, stop: threading.Event | None = None) -> None:
         self.max_skipped_pages = max_skipped_pages
@@ -154,7 +109,12 @@ class RunState:
             self.rereads += 1
 
     def add_skip(self, skip: SkippedPage) -> None:
+        """List a page given up on; more than `max_skipped_pages` stop the run. A page already
+        listed (the second pass failing it again) stays listed once, as first recorded."""
+        key = (skip.account, skip.date, skip.page)
         with self._lock:
+            if any((s.account, s.date, s.page) == key for s in self.skipped):
+                return
             self.skipped.append(skip)
             over = len(self.skipped) > self.max_skipped_pages
         if over:
@@ -200,361 +160,236 @@ class UnitOutcome:
         return not self.skipped and not self.interrupted
 
 
-class UnitRun:
-    """Iterate it for the query's pages; read `outcome` afterwards."""
-
-    def __init__(self, gen: Generator[Page | SkippedPage, None, UnitOutcome]) -> None:
-        self._gen = gen
-        self.outcome: UnitOutcome | None = None
-
-    def __iter__(self) -> Iterator[Page | SkippedPage]:
-        self.outcome = yield from self._gen
+# -- what a plan tells its caller ------------------------------------------------------------
 
 
-_Result = Page | SkippedPage | _Interrupted
+@dataclass(frozen=True)
+class Probe:
+    """Page `page - 1` was dead before the query was sized: `page` is asked next."""
+
+    page: int
+    dead: int
 
 
-@dataclass
-class _Read:
-    """One read of every page of a query."""
+@dataclass(frozen=True)
+class PastTheEnd:
+    """A dead page past the end the count gives: it held nothing, it is not a skip."""
 
-    skipped: list[int] = field(default_factory=list)
-    pages: int = 0
-    stable: bool = True
-    interrupted: bool = False
-    count: int | None = None
-    total_pages: int = 0
+    page: int
 
 
-class Pager:
-    def __init__(
-        self,
-        *,
-        client: PageSource,
-        policy: RetryPolicy,
-        state: RunState,
-        account: str,
-        page_limit: int = 100,
-        concurrency: int = 1,
-        pool: ThreadPoolExecutor | None = None,
-        sleep: Callable[[float], object] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        log: EventLog | None = None,
-        on_trouble: Callable[[str, dict[str, Any]], None] | None = None,
-        on_page: Callable[[str, dt.date, Page, float], None] | None = None,
-        unreachable_after: int = UNREACHABLE_AFTER,
-    ) -> None:
-        self.client = client
-        self.policy = policy
-        self.state = state
-        self.account = account
-        self.page_limit = page_limit
-        self.concurrency = max(1, concurrency)
-        self._pool = pool
-        # Requests in flight are capped by the semaphore; the window of pages handed to the pool
-        # is wider, so a page waiting out its back-off does not hold a request slot.
-        self._inflight = threading.BoundedSemaphore(self.concurrency)
-        self.window = max(self.concurrency, getattr(pool, "_max_workers", self.concurrency))
-        self._sleep = sleep
-        self._clock = clock
-        self.log: EventLog = log or _NullLog()
-        self._on_trouble = on_trouble
-        self._on_page = on_page
-        self._throttle = client if isinstance(client, ThrottleReport) else None
-        self.unreachable_after = max(1, unreachable_after)
-        self._reach_lock = threading.Lock()
-        self._reached = False
-        """A page of this account has answered: the API is reachable."""
-        self._connect_streak = 0
-        """Consecutive connection-level failures of this account."""
+@dataclass(frozen=True)
+class CountChanged:
+    """The first change of `count` within a read."""
 
-    # -- one page, all its attempts
+    old: int | None
+    new: int
+    page: int
 
-    def _fetch(self, q: Query, page: int, *, record_skip: bool = True) -> _Result:
-        """Fetch one page with retries; a page that fails every attempt becomes a SkippedPage,
-        recorded in the run state unless `record_skip` is false (second pass: already listed).
 
-        Fatal errors (bad credentials, a rejected request) are raised: retrying cannot help;
-        so is ApiUnreachable. A page the stopping run cuts short is `_Interrupted`.
-        """
-        attempt = 0
-        while True:
-            attempt += 1
-            queued = self._clock()
-            error: FetchError | None = None
-            result: Page | None = None
-            with self._inflight:
-                if self.state.stopped:
-                    return _Interrupted(page)  # never requested: the unit is simply unfinished
-                sent = self._clock()
-                try:
-                    result = self.client.fetch_page(q.start, q.end, page, self.page_limit)
-                except FatalFetchError:
-                    raise
-                except FetchError as exc:
-                    error = exc
-                ended = self._clock()
-            throttle = self._throttle.throttle_wait() if self._throttle is not None else 0.0
-            throttle = min(max(throttle, 0.0), ended - sent)
-            duration = ended - sent - throttle
-            timing = {"duration_ms": round(duration * 1000),
-                      "wait_ms": round((sent - queued + throttle) * 1000)}
-            if error is None:
-                assert result is not None
-                self._reach(None)
-                self.state.count_page()
-                self.log.info("page_fetched", account=self.account, date=q.label, page=page,
-                              pages=result.pages, records=len(result.records), attempt=attempt,
-                              count=result.count, **timing)
-                if self._on_page is not None:
-                    self._on_page(self.account, q.start, result, duration)
-                return result
-            if isinstance(error, RequestInterrupted) or self.state.stopped:
-                self.log.debug("page_interrupted", account=self.account, date=q.label,
-                               page=page, attempt=attempt, error_class="interrupted")
-                return _Interrupted(page)
-            self.state.count_error(error.error_class)
-            self._reach(error)
-            fields = {"account": self.account, "date": q.label, "page": page,
-                      "attempt": attempt, "error_class": error.error_class, "error": str(error),
-                      **timing}
-            if self.policy.should_retry(attempt, error):
-                wait = self.policy.wait_before_retry(attempt, error)
-                self.log.warning("page_retry", **fields, wait=round(wait, 3))
-                self._trouble("retry", fields)
-                self._sleep(wait)
-                continue  # a stop during the wait: the next attempt is not sent
-            self.log.error("page_skipped", **fields, attempts=attempt)
-            self._trouble("skip", fields)
-            skip = SkippedPage(self.account, q.label, page, attempt, error.error_class,
-                               str(error))
-            if record_skip:
-                self.state.add_skip(skip)
-            return skip
+@dataclass(frozen=True)
+class Reread:
+    """The count moved during the read: the query is read again from page 1."""
 
-    def _reach(self, error: FetchError | None) -> None:
-        """Track whether the account reaches the API; raise ApiUnreachable when it never has
-        and its last `unreachable_after` requests failed at the connection level."""
-        with self._reach_lock:
-            if error is None:
-                self._reached = True
-                self._connect_streak = 0
-                return
-            if not isinstance(error, ConnectFailed):
-                self._connect_streak = 0
-                return
-            self._connect_streak += 1
-            down = not self._reached and self._connect_streak >= self.unreachable_after
-            streak = self._connect_streak
-        if down:
-            self.state.request_stop("fatal")
-            raise ApiUnreachable(
-                f"account {self.account}: {streak} connection attempts failed and none has "
-                f"ever reached the API ({error})") from error
 
-    def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
-        if self._on_trouble is not None:
-            self._on_trouble(kind, fields)
+@dataclass(frozen=True)
+class CountUnstable:
+    """The count still moved after `rereads` re-reads: the plan ends with what it has."""
 
-    # -- many pages, a window of them on the pool, `concurrency` requests in flight
+    rereads: int
 
-    def _fetch_window(self, q: Query, pages: Sequence[int], *, record_skip: bool = True,
-                      on_tail: Callable[[], None] | None = None) -> Iterator[_Result]:
-        """Fetch `pages`, yielding each result as it completes.
 
-        `on_tail` is called once at most `concurrency` pages remain to be handed to the pool:
-        the unit's last round of requests. The caller may start the next unit beside it, whose
-        first page (it sizes the unit) is then answered by the time this unit's last pages are.
-        """
-        if self._pool is None:
-            yield from self._fetch_serial(q, pages, record_skip=record_skip, on_tail=on_tail)
-            return
-        pool = self._pool
-        todo = iter(pages)
-        unsent = len(pages)
-        done: queue.SimpleQueue[Future[_Result]] = queue.SimpleQueue()
-        outstanding: set[Future[_Result]] = set()
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(outstanding) < self.window \
-                        and not self.state.stopped:
-                    number = next(todo, None)
-                    if number is None:
-                        exhausted = True
-                        if on_tail is not None:
-                            on_tail()
-                        break
-                    future = pool.submit(self._fetch, q, number, record_skip=record_skip)
-                    outstanding.add(future)
-                    future.add_done_callback(done.put)
-                    unsent -= 1
-                    if unsent <= self.concurrency and on_tail is not None:
-                        on_tail()
-                if not outstanding:
-                    return
-                future = done.get()
-                outstanding.discard(future)
-                yield future.result()
-        finally:
-            for future in outstanding:
-                future.cancel()
-            for future in outstanding:
-                if not future.cancelled():
-                    future.exception()  # wait: no request of this unit outlives it
+@dataclass(frozen=True)
+class Recovered:
+    """A skipped page answered in the second pass."""
 
-    def _fetch_serial(self, q: Query, pages: Sequence[int], *, record_skip: bool,
-                      on_tail: Callable[[], None] | None) -> Iterator[_Result]:
-        """Without a pool (the original interface): one page after another, in this thread."""
-        for page in pages:
-            if self.state.stopped:
-                return
-            yield self._fetch(q, page, record_skip=record_skip)
-        if on_tail is not None:
-            on_tail()
+    page: int
 
-    # -- a whole query
 
-    def unit(self, day: dt.date, *, on_tail: Callable[[], None] | None = None) -> UnitRun:
-        """The unit's main pass (one account, one day). `on_tail` is called once, when the
-        unit is down to its last round of requests (or ended before that); a re-read may still
-        request more pages."""
-        return self.query(day, day, on_tail=on_tail)
+Note = Probe | PastTheEnd | CountChanged | Reread | CountUnstable | Recovered
 
-    def query(self, start: dt.date, end: dt.date, *,
-              on_tail: Callable[[], None] | None = None) -> UnitRun:
-        """The main pass over `start`..`end` as one query (see `unit`)."""
-        return UnitRun(self._main(Query(start, end), on_tail=on_tail))
 
-    def _main(self, q: Query, *, on_tail: Callable[[], None] | None = None
-              ) -> Generator[Page | SkippedPage, None, UnitOutcome]:
-        outcome = UnitOutcome()
-        signalled = False
+class Plan(Protocol):
+    """What `app.fetch` drives: a `PagePlan` or a `RetryPlan`."""
 
-        def tail_once() -> None:
-            nonlocal signalled
-            if not signalled and on_tail is not None:
-                signalled = True
-                on_tail()
+    pending: int
+    finished: bool
+    outcome: UnitOutcome
 
-        try:
-            return (yield from self._rounds(q, outcome, tail_once))
-        finally:
-            tail_once()
+    @property
+    def sizing(self) -> bool: ...
 
-    def _rounds(self, q: Query, outcome: UnitOutcome, on_tail: Callable[[], None] | None
-                ) -> Generator[Page | SkippedPage, None, UnitOutcome]:
-        for round_no in range(MAX_REREADS + 1):
-            if self.state.stopped:
-                outcome.interrupted = True
-                return outcome
-            read = yield from self._read_once(q, on_tail if round_no == 0 else None)
-            outcome.pages += read.pages
-            outcome.skipped = read.skipped
-            if read.count is not None:
-                outcome.count, outcome.total_pages = read.count, read.total_pages
-            if read.interrupted:
-                outcome.interrupted = True
-                return outcome
-            if read.stable or read.skipped:
-                return outcome
-            if round_no == MAX_REREADS:
-                self.log.warning("count_unstable", account=self.account, date=q.label,
-                                 rereads=round_no)
-                return outcome
-            outcome.rereads += 1
-            self.state.count_reread()
-        return outcome
+    @property
+    def has_next_page(self) -> bool: ...
 
-    def _size(self, q: Query, read: _Read
-              ) -> Generator[Page | SkippedPage, None, tuple[int, Page] | None]:
-        """Page 1, or when it is dead the next page that answers: it sizes the query. Every
-        dead page is a skip (each counts toward the cap). None when the run stopped first."""
-        number = 1
-        while True:
-            result = self._fetch(q, number)
-            if isinstance(result, _Interrupted):
-                read.interrupted = True
-                return None
-            yield result
-            if isinstance(result, Page):
-                return number, result
-            read.skipped.append(number)
-            if self.state.stopped:
-                read.interrupted = True  # never sized: the unit is unfinished
-                return None
-            self.log.warning("page_probe", account=self.account, date=q.label,
-                             page=number + 1, dead=len(read.skipped))
-            number += 1
+    def next_page(self) -> int | None: ...
 
-    def _read_once(self, q: Query, on_tail: Callable[[], None] | None = None
-                   ) -> Generator[Page | SkippedPage, None, _Read]:
-        """Read every page once."""
-        read = _Read()
-        sized = yield from self._size(q, read)
-        if sized is None:
-            return read
-        number, first = sized
-        read.pages = 1
-        read.count = count = first.count
-        read.total_pages = first.pages
+    def update_state(self, number: int, result: PageResult) -> list[Note]: ...
+
+    def cut_short(self) -> None: ...
+
+    def in_last_round(self, slots: int) -> bool: ...
+
+
+class PagePlan:
+    """The main pass over one query (see the module docstring)."""
+
+    def __init__(self, *, max_rereads: int = MAX_REREADS) -> None:
+        self.max_rereads = max_rereads
+        self.outcome = UnitOutcome()
+        self.pending = 0
+        """Pages handed out and not answered yet."""
+        self.finished = False
+        self._round = 0
+        self._new_read()
+
+    def _new_read(self) -> None:
+        self._probe: int | None = 1
+        """The sizing page to hand out next; None while one is out, and once sized."""
+        self._sized = False
+        self._todo: collections.deque[int] = collections.deque()
+        self._count: int | None = None
+        self._total = 0
+        self._stable = True
+        self._skipped: list[int] = []
+        self._answered = 0
+        self._interrupted = False
+
+    @property
+    def sizing(self) -> bool:
+        """The query is not sized yet: its next page goes alone."""
+        return not self._sized
+
+    @property
+    def has_next_page(self) -> bool:
+        return not self.finished and (self._probe is not None or bool(self._todo))
+
+    def in_last_round(self, slots: int) -> bool:
+        """At most `slots` pages of the first read are left to hand out (or the plan is over):
+        the query's last round of requests. Re-reads come after it."""
+        return self.finished or self._round > 0 or (self._sized and len(self._todo) <= slots)
+
+    def next_page(self) -> int | None:
+        if self.finished:
+            return None
+        if self._probe is not None:
+            number, self._probe = self._probe, None
+        elif self._todo:
+            number = self._todo.popleft()
+        else:
+            return None
+        self.pending += 1
+        return number
+
+    def update_state(self, number: int, result: PageResult) -> list[Note]:
+        self.pending -= 1
+        notes: list[Note] = []
+        if isinstance(result, Interrupted):
+            self._interrupted = True
+        elif isinstance(result, SkippedPage):
+            self._skipped.append(number)
+            if not self._sized:
+                self._probe = number + 1
+                notes.append(Probe(number + 1, dead=len(self._skipped)))
+        elif not self._sized:
+            notes.extend(self._size(number, result))
+        else:
+            self._answered += 1
+            if result.count != self._count:
+                if self._stable:
+                    notes.append(CountChanged(self._count, result.count, number))
+                self._stable = False
+        if self.pending == 0 and (self._interrupted or not self.has_next_page):
+            notes.extend(self._end_read())
+        return notes
+
+    def cut_short(self) -> None:
+        """The run stopped and nothing is outstanding: what was not asked for never will be."""
+        if not self.finished:
+            self._fold()
+            self.outcome.interrupted = True
+            self.finished = True
+
+    def _size(self, number: int, first: Page) -> list[Note]:
+        self._sized = True
+        self._count, self._total = first.count, first.pages
+        self._answered = 1
         if number > first.pages:
             last = first.pages  # past the last page (page 1 and on were dead): trust `count`
         else:
             last = first.pages if first.next_page is not None else number
             if last < first.pages:
-                read.stable = False  # nextPage and count disagree: records are moving
-        for dead in [n for n in read.skipped if n > last]:
-            # dead pages past the end hold nothing: not skips after all
-            self.state.remove_skip(self.account, q.label, dead)
-        read.skipped = [n for n in read.skipped if n <= last]
-        todo = range(number + 1, last + 1)
-        answered = skipped = 0
-        for result in self._fetch_window(q, todo, on_tail=on_tail):
-            if isinstance(result, _Interrupted):
-                read.interrupted = True
-                continue
-            yield result
-            if isinstance(result, SkippedPage):
-                read.skipped.append(result.page)
-                skipped += 1
-                continue
-            answered += 1
-            if result.count != count:
-                if read.stable:
-                    self.log.warning("count_changed", account=self.account, date=q.label,
-                                     old_count=count, new_count=result.count, page=result.page)
-                read.stable = False
-        read.pages += answered
-        if self.state.stopped and answered + skipped < len(todo):
-            read.interrupted = True  # pages never requested
-        return read
+                self._stable = False  # nextPage and count disagree: records are moving
+        past = [n for n in self._skipped if n > last]
+        self._skipped = [n for n in self._skipped if n <= last]
+        self._todo.extend(range(number + 1, last + 1))
+        return [PastTheEnd(n) for n in past]
 
-    def retry(self, day: dt.date, pages: list[int]) -> UnitRun:
-        """Second pass over a unit's skipped pages (see `query_retry`)."""
-        return self.query_retry(day, day, pages)
+    def _fold(self) -> None:
+        """Add the current read to the outcome."""
+        self.outcome.pages += self._answered
+        self.outcome.skipped = list(self._skipped)
+        if self._count is not None:
+            self.outcome.count, self.outcome.total_pages = self._count, self._total
 
-    def query_retry(self, start: dt.date, end: dt.date, pages: list[int]) -> UnitRun:
-        """Second pass: the query's skipped pages again, each alone (page 1 too) with a fresh
-        attempt budget."""
-        return UnitRun(self._retry(Query(start, end), sorted(pages)))
+    def _end_read(self) -> list[Note]:
+        self._fold()
+        if self._interrupted:
+            self.outcome.interrupted = True
+        elif self._stable or self._skipped:
+            pass
+        elif self._round == self.max_rereads:
+            self.finished = True
+            return [CountUnstable(self._round)]
+        else:
+            self._round += 1
+            self.outcome.rereads += 1
+            self._new_read()
+            return [Reread()]
+        self.finished = True
+        return []
 
-    def _retry(self, q: Query, pages: list[int]
-               ) -> Generator[Page | SkippedPage, None, UnitOutcome]:
-        outcome = UnitOutcome()
-        for result in self._fetch_window(q, pages, record_skip=False):
-            if isinstance(result, _Interrupted):
-                outcome.interrupted = True
-                continue
-            yield result
-            if isinstance(result, SkippedPage):
-                outcome.skipped.append(result.page)
-                continue
-            outcome.pages += 1
-            outcome.count, outcome.total_pages = result.count, result.pages
-            self.state.remove_skip(self.account, q.label, result.page)
-            self.log.info("page_recovered", account=self.account, date=q.label,
-                          page=result.page)
-        if self.state.stopped and outcome.pages + len(outcome.skipped) < len(pages):
-            outcome.interrupted = True
-        return outcome
+
+class RetryPlan:
+    """The second pass over a query's skipped pages: each again (page 1 too), all at once,
+    each with a fresh attempt budget."""
+
+    sizing = False
+
+    def __init__(self, pages: Iterable[int]) -> None:
+        self._todo = collections.deque(sorted(pages))
+        self.outcome = UnitOutcome()
+        self.pending = 0
+        self.finished = not self._todo
+
+    @property
+    def has_next_page(self) -> bool:
+        return bool(self._todo)
+
+    def in_last_round(self, slots: int) -> bool:
+        return True
+
+    def next_page(self) -> int | None:
+        if not self._todo:
+            return None
+        self.pending += 1
+        return self._todo.popleft()
+
+    def update_state(self, number: int, result: PageResult) -> list[Note]:
+        self.pending -= 1
+        notes: list[Note] = []
+        if isinstance(result, Interrupted):
+            self.outcome.interrupted = True
+        elif isinstance(result, SkippedPage):
+            self.outcome.skipped.append(number)
+        else:
+            self.outcome.pages += 1
+            self.outcome.count, self.outcome.total_pages = result.count, result.pages
+            notes.append(Recovered(number))
+        self.finished = self.pending == 0 and not self._todo
+        return notes
+
+    def cut_short(self) -> None:
+        if self._todo:
+            self.outcome.interrupted = True
+        self.finished = True

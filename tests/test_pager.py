@@ -1,6 +1,7 @@
-"""The fetch loop against the simulator: retries with the seed's waits, skips, the skip cap,
-the second pass, token renewal, live data and throttling. Sleeps are injected and recorded, so
-the seed's 10-60 s waits cost nothing and are asserted exactly."""
+"""The page plan on canned pages (no network); the fetch loop against the simulator: retries
+with the seed's waits, skips, the skip cap, the second pass, token renewal, live data and
+throttling; the window and the account loop on small fakes. Sleeps are injected and recorded,
+so the seed's 10-60 s waits cost nothing and are asserted exactly."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import datetime as dt
 import gzip
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +29,26 @@ from app.errors import (
     InvalidCredentials,
     RequestInterrupted,
     RequestTimeout,
+    StorageError,
 )
+from app.fetch import FetchLoop, PageFetch, Window
 from app.http import HttpClient
 from app.models import Page, SkippedPage
-from app.pager import Pager, RunState
+from app.pager import (
+    CountChanged,
+    CountUnstable,
+    Interrupted,
+    PagePlan,
+    PageResult,
+    PastTheEnd,
+    Probe,
+    Query,
+    Recovered,
+    Reread,
+    RetryPlan,
+    RunState,
+    UnitOutcome,
+)
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
 from app.simulator import Fault, Simulator
@@ -39,26 +57,42 @@ from app.writer import Chunk, UnitWriter
 DAY = dt.date(2025, 1, 15)
 
 
+def read_unit(loop: FetchLoop, day: dt.date) -> tuple[list[PageResult], UnitOutcome]:
+    """The main pass over one day, alone: every result as it arrived, and the outcome."""
+    plan = PagePlan()
+    results = [arrival.result for arrival in loop.pages(Query(day, day), plan)]
+    return results, plan.outcome
+
+
+def second_pass(loop: FetchLoop, day: dt.date, pages: list[int]
+                ) -> tuple[list[PageResult], UnitOutcome]:
+    """The second pass over a day's skipped pages: every result, and the outcome."""
+    plan = RetryPlan(pages)
+    results = [arrival.result for arrival in loop.pages(Query(day, day), plan)]
+    return results, plan.outcome
+
+
 @dataclass
 class Rig:
-    """A pager wired to a simulator, with recorded sleeps and a writer to a temp folder."""
+    """A fetch loop wired to a simulator, with recorded sleeps and a writer to a temp folder."""
 
     sim: Simulator
-    pager: Pager
+    loop: FetchLoop
+    window: Window
     state: RunState
     http: HttpClient
     scratch: Path
     sleeps: list[float] = field(default_factory=list)
     chunks: list[Chunk] = field(default_factory=list)
 
-    def fetch_unit(self, day: dt.date) -> tuple[list[int], Any]:
+    def fetch_unit(self, day: dt.date) -> tuple[list[int], UnitOutcome]:
         writer = UnitWriter(account="default", scratch_dir=self.scratch,
                             on_chunk=self.chunks.append)
-        run = self.pager.unit(day)
-        for item in run:
+        results, outcome = read_unit(self.loop, day)
+        for item in results:
             if isinstance(item, Page):
                 writer.write(item.records)
-        return self._ids_of(writer), run.outcome
+        return self._ids_of(writer), outcome
 
     def _ids_of(self, writer: UnitWriter) -> list[int]:
         writer.close()
@@ -70,6 +104,20 @@ class Rig:
         return ids
 
 
+def make_loop(client: Any, state: RunState, *, sleep: Callable[[float], object],
+              concurrency: int = 1, depth: int | None = None, limit: int = 100,
+              log: Any = None, clock: Callable[[], float] = time.monotonic
+              ) -> tuple[FetchLoop, Window]:
+    """One account's loop: serial at concurrency 1, else a window of `depth` pages."""
+    fetch = PageFetch(client=client, policy=RetryPolicy(jitter=0.0), state=state,
+                      account="default", page_limit=limit, sleep=sleep, log=log, clock=clock)
+    depth = depth or concurrency
+    window = Window(fetch, concurrency=concurrency, depth=depth,
+                    threads=depth if concurrency > 1 else 0)
+    return FetchLoop(window=window, state=state, account="default", concurrency=concurrency,
+                     log=log), window
+
+
 def make_rig(sim: Simulator, tmp_path: Path, *, concurrency: int = 1, max_skipped: int = 10,
              timeout: float = 2.0, limit: int = 100, secret: str = "demo-secret",
              limiter: RateLimiter | None = None, log: Any = None,
@@ -79,11 +127,9 @@ def make_rig(sim: Simulator, tmp_path: Path, *, concurrency: int = 1, max_skippe
     http = HttpClient(timeout=timeout, connect_timeout=timeout)
     client = AccountClient(base_url=sim.base_url, key="general", secret=secret, http=http,
                            limiter=limiter or RateLimiter(per_minute=100_000))
-    pool = ThreadPoolExecutor(max_workers=concurrency) if concurrency > 1 else None
-    pager = Pager(client=client, policy=RetryPolicy(jitter=0.0), state=state, account="default",
-                  page_limit=limit, concurrency=concurrency, pool=pool, sleep=sleeps.append,
-                  log=log, clock=clock)
-    return Rig(sim, pager, state, http, tmp_path, sleeps)
+    loop, window = make_loop(client, state, sleep=sleeps.append, concurrency=concurrency,
+                             limit=limit, log=log, clock=clock)
+    return Rig(sim, loop, window, state, http, tmp_path, sleeps)
 
 
 @pytest.fixture
@@ -98,8 +144,7 @@ def rig_factory(tmp_path: Path) -> Iterator[Any]:
     yield factory
     for rig in rigs:
         rig.http.close()
-        if rig.pager._pool is not None:
-            rig.pager._pool.shutdown()
+        rig.window.close()
 
 
 @pytest.mark.timeout(60)
@@ -137,11 +182,11 @@ def test_retries_wait_the_seed_schedule_then_skip_and_the_second_pass_recovers(
 
     writer = UnitWriter(account="default", scratch_dir=rig.scratch, on_chunk=rig.chunks.append)
     writer.write([{"conversion_id": i} for i in ids])
-    second = rig.pager.retry(DAY, outcome.skipped)
-    for item in second:
+    results, again = second_pass(rig.loop, DAY, outcome.skipped)
+    for item in results:
         if isinstance(item, Page):
             writer.write(item.records)
-    assert second.outcome is not None and second.outcome.complete
+    assert again.complete
     assert rig.state.skipped == []
     all_ids = rig._ids_of(writer)
     assert sorted(all_ids) == sorted(sim.expected_ids("default", DAY, DAY))
@@ -154,9 +199,9 @@ def test_a_page_that_never_recovers_stays_listed(make_simulator, rig_factory) ->
     sim.add_fault(Fault(kind="malformed_json", date=DAY.isoformat(), page=3))
     rig = rig_factory(sim)
     _, outcome = rig.fetch_unit(DAY)
-    second = rig.pager.retry(DAY, outcome.skipped)
-    assert [type(i) for i in second] == [SkippedPage]
-    assert second.outcome is not None and second.outcome.skipped == [3]
+    results, again = second_pass(rig.loop, DAY, outcome.skipped)
+    assert [type(i) for i in results] == [SkippedPage]
+    assert again.skipped == [3]
     assert [(s.page, s.error_class) for s in rig.state.skipped] == [(3, "json_decode")]
 
 
@@ -183,9 +228,9 @@ def test_token_expiry_costs_no_page_attempt(make_simulator, rig_factory) -> None
     import time as _time
 
     writer = UnitWriter(account="default", scratch_dir=rig.scratch, on_chunk=rig.chunks.append)
-    for item in rig.pager.unit(DAY):
-        assert isinstance(item, Page)
-        writer.write(item.records)
+    for arrival in rig.loop.pages(Query(DAY, DAY), PagePlan()):
+        assert isinstance(arrival.result, Page)
+        writer.write(arrival.result.records)
         _time.sleep(0.35)  # let the token expire between pages
     ids = rig._ids_of(writer)
     assert sorted(ids) == sorted(sim.expected_ids("default", DAY, DAY))
@@ -201,7 +246,7 @@ def test_bad_credentials_fail_fast_in_one_request(make_simulator, rig_factory) -
     sim = make_simulator(rate_limit_per_minute=None)
     rig = rig_factory(sim, secret="wrong-secret")
     with pytest.raises(InvalidCredentials):
-        list(rig.pager.unit(DAY))
+        read_unit(rig.loop, DAY)
     assert sim.request_count(endpoint="authenticate") == 1
     assert sim.request_count(endpoint="range") == 0
     assert rig.sleeps == []
@@ -300,11 +345,11 @@ def test_the_second_pass_retries_a_dead_page_one_alone(make_simulator, rig_facto
     ids, outcome = rig.fetch_unit(DAY)
     assert outcome.skipped == [1] and len(ids) == 1400
     before = len(range_pages(sim))
-    second = rig.pager.retry(DAY, outcome.skipped)
-    recovered = [item for item in second if isinstance(item, Page)]
+    results, again = second_pass(rig.loop, DAY, outcome.skipped)
+    recovered = [item for item in results if isinstance(item, Page)]
     assert range_pages(sim)[before:] == [1]
     assert [p.page for p in recovered] == [1] and len(recovered[0].records) == 100
-    assert second.outcome is not None and second.outcome.complete
+    assert again.complete
     assert set(ids) | {r["conversion_id"] for r in recovered[0].records} == \
         sim.expected_ids("default", DAY, DAY)
     assert rig.state.skipped == []
@@ -401,16 +446,26 @@ class ScriptedSource:
                     next_page=page + 1 if page < pages else None, records=records)
 
 
-def scripted_pager(source: ScriptedSource, *, concurrency: int = 1,
-                   sleep: Callable[[float], object] | None = None
-                   ) -> tuple[Pager, RunState, RecordingLog, list[float]]:
-    state = RunState(max_skipped_pages=10)
-    log = RecordingLog()
-    sleeps: list[float] = []
-    pool = ThreadPoolExecutor(max_workers=concurrency * 2) if concurrency > 1 else None
-    pager = Pager(client=source, policy=RetryPolicy(jitter=0.0), state=state, account="default",
-                  concurrency=concurrency, pool=pool, sleep=sleep or sleeps.append, log=log)
-    return pager, state, log, sleeps
+@pytest.fixture
+def scripted_loop() -> Iterator[Any]:
+    """`scripted_loop(source, concurrency=1, sleep=None)`: a loop over a ScriptedSource (a
+    window of 2 x concurrency pages), its run state, log and recorded sleeps."""
+    windows: list[Window] = []
+
+    def factory(source: ScriptedSource, *, concurrency: int = 1,
+                sleep: Callable[[float], object] | None = None
+                ) -> tuple[FetchLoop, RunState, RecordingLog, list[float]]:
+        state = RunState(max_skipped_pages=10)
+        log = RecordingLog()
+        sleeps: list[float] = []
+        loop, window = make_loop(source, state, sleep=sleep or sleeps.append,
+                                 concurrency=concurrency, depth=2 * concurrency, log=log)
+        windows.append(window)
+        return loop, state, log, sleeps
+
+    yield factory
+    for window in windows:
+        window.close()
 
 
 def assert_nothing_counted(state: RunState, log: RecordingLog) -> None:
@@ -424,7 +479,8 @@ def assert_nothing_counted(state: RunState, log: RecordingLog) -> None:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("concurrency", [1, 3])
-def test_requests_cut_by_sigterm_are_interrupted_not_skipped(concurrency: int) -> None:
+def test_requests_cut_by_sigterm_are_interrupted_not_skipped(scripted_loop: Any,
+                                                             concurrency: int) -> None:
     """After abort_all every request raises RequestInterrupted: no skip, no retry, no error
     counted, no page_retry/page_skipped line; the outcome says interrupted."""
     state_box: list[RunState] = []
@@ -438,12 +494,11 @@ def test_requests_cut_by_sigterm_are_interrupted_not_skipped(concurrency: int) -
         return RequestInterrupted("request cut short: the job is stopping") if aborted else None
 
     source = ScriptedSource(1000, script)
-    pager, state, log, sleeps = scripted_pager(source, concurrency=concurrency)
+    loop, state, log, sleeps = scripted_loop(source, concurrency=concurrency)
     state_box.append(state)
-    run = pager.unit(DAY)
-    pages = [item.page for item in run if isinstance(item, Page)]
-    assert run.outcome is not None
-    assert run.outcome.interrupted and run.outcome.skipped == [] and not run.outcome.complete
+    results, outcome = read_unit(loop, DAY)
+    pages = [item.page for item in results if isinstance(item, Page)]
+    assert outcome.interrupted and outcome.skipped == [] and not outcome.complete
     assert 3 not in pages and 1 in pages
     assert sleeps == []
     assert_nothing_counted(state, log)
@@ -451,7 +506,7 @@ def test_requests_cut_by_sigterm_are_interrupted_not_skipped(concurrency: int) -
 
 
 @pytest.mark.timeout(30)
-def test_any_failure_while_the_run_stops_is_interrupted() -> None:
+def test_any_failure_while_the_run_stops_is_interrupted(scripted_loop: Any) -> None:
     """A timeout raised once the stop flag is up is not retried, counted or skipped."""
     state_box: list[RunState] = []
 
@@ -462,17 +517,17 @@ def test_any_failure_while_the_run_stops_is_interrupted() -> None:
         return None
 
     source = ScriptedSource(500, script)
-    pager, state, log, sleeps = scripted_pager(source)
+    loop, state, log, sleeps = scripted_loop(source)
     state_box.append(state)
-    run = pager.unit(DAY)
-    list(run)
-    assert run.outcome is not None and run.outcome.interrupted and run.outcome.skipped == []
+    _, outcome = read_unit(loop, DAY)
+    assert outcome.interrupted and outcome.skipped == []
     assert source.attempts[2] == 1 and sleeps == []
     assert_nothing_counted(state, log)
 
 
 @pytest.mark.timeout(30)
-def test_a_page_in_back_off_when_the_run_stops_is_not_sent_again_nor_skipped() -> None:
+def test_a_page_in_back_off_when_the_run_stops_is_not_sent_again_nor_skipped(
+        scripted_loop: Any) -> None:
     """A stop during a retry wait: the retry is never sent and the page is not a skip."""
     state_box: list[RunState] = []
 
@@ -481,11 +536,10 @@ def test_a_page_in_back_off_when_the_run_stops_is_not_sent_again_nor_skipped() -
 
     source = ScriptedSource(300, lambda page, attempt: HTTPStatusError("HTTP 500", status=500)
                             if page == 2 else None)
-    pager, state, log, _ = scripted_pager(source, sleep=stop_while_waiting)
+    loop, state, log, _ = scripted_loop(source, sleep=stop_while_waiting)
     state_box.append(state)
-    run = pager.unit(DAY)
-    list(run)
-    assert run.outcome is not None and run.outcome.interrupted and run.outcome.skipped == []
+    _, outcome = read_unit(loop, DAY)
+    assert outcome.interrupted and outcome.skipped == []
     assert source.attempts[2] == 1
     assert state.skipped == [] and log.named("page_skipped") == []
     assert state.errors == {"http_status": 1}  # the failure before the stop was real
@@ -511,12 +565,11 @@ def test_a_closed_port_raises_api_unreachable_after_three_attempts() -> None:
                            limiter=RateLimiter(per_minute=100_000))
     state = RunState(max_skipped_pages=10)
     sleeps: list[float] = []
-    pager = Pager(client=client, policy=RetryPolicy(jitter=0.0), state=state, account="default",
-                  sleep=sleeps.append)
+    loop, _ = make_loop(client, state, sleep=sleeps.append)
     started = time.monotonic()
     try:
         with pytest.raises(ApiUnreachable, match="none has ever reached the API"):
-            list(pager.unit(DAY))
+            read_unit(loop, DAY)
     finally:
         http.close()
     assert time.monotonic() - started < 5
@@ -543,14 +596,14 @@ def test_connection_failures_after_a_success_are_ordinary_retries(make_simulator
 
 
 @pytest.mark.timeout(30)
-def test_other_answers_between_refusals_keep_the_account_reachable() -> None:
+def test_other_answers_between_refusals_keep_the_account_reachable(scripted_loop: Any) -> None:
     """Refused, a 503, refused, refused: not three refusals in a row, so no ApiUnreachable."""
     kinds = {1: ConnectFailed("refused"), 2: HTTPStatusError("HTTP 503", status=503),
              3: ConnectFailed("refused"), 4: ConnectFailed("refused")}
     source = ScriptedSource(100, lambda page, attempt: kinds.get(attempt))
-    pager, state, _, sleeps = scripted_pager(source)
-    run = pager.unit(DAY)
-    assert [item.page for item in run if isinstance(item, Page)] == [1]
+    loop, state, _, sleeps = scripted_loop(source)
+    results, _ = read_unit(loop, DAY)
+    assert [item.page for item in results if isinstance(item, Page)] == [1]
     assert source.attempts[1] == 5 and len(sleeps) == 4
     assert state.errors == {"network": 3, "http_status": 1}
 
@@ -608,14 +661,354 @@ def test_every_conversions_request_carries_the_currency(make_simulator, tmp_path
         client = AccountClient(base_url=sim.base_url, key="general", secret="demo-secret",
                                http=http, limiter=RateLimiter(per_minute=100_000),
                                currency=currency)
-        pager = Pager(client=client, policy=RetryPolicy(jitter=0.0),
-                      state=RunState(max_skipped_pages=10), account="default",
-                      sleep=lambda seconds: None)
-        run = pager.unit(DAY)
-        records = [r for item in run if isinstance(item, Page) for r in item.records]
-    assert run.outcome is not None and run.outcome.complete and len(records) == 250
+        loop, _ = make_loop(client, RunState(max_skipped_pages=10), sleep=lambda seconds: None)
+        results, outcome = read_unit(loop, DAY)
+        records = [r for item in results if isinstance(item, Page) for r in item.records]
+    assert outcome.complete and len(records) == 250
     entries = [e for e in sim.ledger.snapshot() if e.endpoint == "range"]
     assert len(entries) == 5  # 3 pages, one retry, one repeat after the token renewal
     assert {e.preferred_currency for e in entries} == {currency}
     expected = currency or sim.local_currency("default")
     assert {r["currency"] for r in records} == {expected}
+
+
+# -- the page plan on canned pages -------------------------------------------------------------
+
+
+def canned(number: int, count: int, *, limit: int = 100, last: int | None = None) -> Page:
+    """Page `number` of a query of `count` records; `last` is the page whose nextPage is None
+    (by default the last page `count` gives)."""
+    pages = max(1, -(-count // limit))
+    last = pages if last is None else last
+    return Page(page=number, limit=limit, count=count,
+                next_page=number + 1 if number < last else None, records=[])
+
+
+def dead(number: int) -> SkippedPage:
+    return SkippedPage("default", DAY.isoformat(), number, 6, "http_status", "HTTP 503")
+
+
+def hand_out(plan: Any) -> list[int]:
+    """Every page the plan lets out now."""
+    numbers = []
+    while (number := plan.next_page()) is not None:
+        numbers.append(number)
+    return numbers
+
+
+def test_page_one_goes_alone_and_sizes_the_read() -> None:
+    """Page 1 is handed out alone; its count (450: 5 pages) lets pages 2..5 out at once."""
+    plan = PagePlan()
+    assert plan.sizing and hand_out(plan) == [1]
+    assert plan.update_state(1, canned(1, 450)) == []
+    assert not plan.sizing and hand_out(plan) == [2, 3, 4, 5]
+    for number in (4, 2, 5):
+        assert plan.update_state(number, canned(number, 450)) == []
+    assert not plan.finished and plan.pending == 1
+    plan.update_state(3, canned(3, 450))
+    assert plan.finished and not plan.has_next_page
+    assert plan.outcome == UnitOutcome(pages=5, count=450, total_pages=5)
+
+
+def test_a_dead_page_one_is_probed_past_until_a_page_answers() -> None:
+    """Pages 1 and 2 dead: page 2, then 3, are probed alone (Probe notes); page 3 sizes the
+    day; the dead pages stay skipped."""
+    plan = PagePlan()
+    assert hand_out(plan) == [1]
+    assert plan.update_state(1, dead(1)) == [Probe(2, dead=1)]
+    assert hand_out(plan) == [2]
+    assert plan.update_state(2, dead(2)) == [Probe(3, dead=2)]
+    assert hand_out(plan) == [3]
+    plan.update_state(3, canned(3, 400))
+    assert hand_out(plan) == [4]
+    plan.update_state(4, canned(4, 400))
+    assert plan.finished
+    assert plan.outcome == UnitOutcome(pages=2, skipped=[1, 2], count=400, total_pages=4)
+
+
+def test_dead_pages_past_the_end_are_no_skips() -> None:
+    """150 records, pages 1..3 dead, page 4 answers: page 3 held nothing (PastTheEnd), pages
+    1 and 2 stay skipped, nothing more is asked."""
+    plan = PagePlan()
+    for number in (1, 2, 3):
+        assert hand_out(plan) == [number]
+        plan.update_state(number, dead(number))
+    assert hand_out(plan) == [4]
+    assert plan.update_state(4, canned(4, 150)) == [PastTheEnd(3)]
+    assert plan.finished and hand_out(plan) == []
+    assert plan.outcome.skipped == [1, 2] and plan.outcome.total_pages == 2
+
+
+def test_count_drift_rereads_from_page_one_at_most_three_times() -> None:
+    """The count grows on every page: each read ends in a Reread from page 1, the fourth read
+    in CountUnstable(3); every read's pages count."""
+    plan = PagePlan()
+    notes: list[Any] = []
+    count = 300
+    while not plan.finished:
+        for number in hand_out(plan):
+            count += 1
+            notes += plan.update_state(number, canned(number, count))
+    assert [n for n in notes if isinstance(n, Reread | CountUnstable)] == \
+        [Reread(), Reread(), Reread(), CountUnstable(3)]
+    assert sum(isinstance(n, CountChanged) for n in notes) == 4  # the first change of each read
+    assert plan.outcome.rereads == 3 and plan.outcome.complete
+    assert plan.outcome.pages == 4 * 4  # four reads of 4 pages (the count passed 300)
+
+
+def test_one_reread_that_sees_a_stable_count_completes() -> None:
+    """The count changes on page 2 of the first read only: one re-read, then the plan ends."""
+    plan = PagePlan()
+    counts = iter([300, 307, 307, 307, 307, 307, 307, 307])
+    notes: list[Any] = []
+    while not plan.finished:
+        for number in hand_out(plan):
+            notes += plan.update_state(number, canned(number, next(counts)))
+    assert notes == [CountChanged(300, 307, 2), Reread()]
+    assert plan.outcome == UnitOutcome(pages=3 + 4, rereads=1, count=307, total_pages=4)
+
+
+def test_next_page_and_count_disagreeing_is_a_reread() -> None:
+    """Page 1 says nextPage None while its count says 3 pages: the read ends at page 1 and
+    the query is read again."""
+    plan = PagePlan()
+    hand_out(plan)
+    assert plan.update_state(1, canned(1, 300, last=1)) == [Reread()]
+    assert hand_out(plan) == [1] and plan.outcome.rereads == 1
+
+
+def test_a_read_with_skips_is_not_read_again() -> None:
+    """A count change in a read that also skipped a page: no re-read, the skip is the outcome."""
+    plan = PagePlan()
+    hand_out(plan)
+    plan.update_state(1, canned(1, 300))
+    assert hand_out(plan) == [2, 3]
+    plan.update_state(2, dead(2))
+    assert plan.update_state(3, canned(3, 301)) == [CountChanged(300, 301, 3)]
+    assert plan.finished and plan.outcome.skipped == [2] and plan.outcome.rereads == 0
+
+
+def test_a_plan_cut_short_or_interrupted_ends_interrupted() -> None:
+    """The run stops with pages 4 and 5 never asked: cut_short ends it interrupted, the pages
+    that answered counted; an Interrupted page ends its plan interrupted too."""
+    plan = PagePlan()
+    hand_out(plan)
+    plan.update_state(1, canned(1, 500))
+    assert plan.next_page() == 2 and plan.next_page() == 3
+    plan.update_state(2, canned(2, 500))
+    plan.update_state(3, canned(3, 500))
+    assert not plan.finished and plan.pending == 0 and plan.has_next_page
+    plan.cut_short()
+    assert plan.finished and plan.outcome.interrupted and plan.outcome.pages == 3
+    other = PagePlan()
+    hand_out(other)
+    other.update_state(1, Interrupted(1))
+    assert other.finished and other.outcome.interrupted and other.outcome.pages == 0
+
+
+def test_the_last_round_is_the_first_reads_last_pages() -> None:
+    """10 pages, 2 request slots: the plan is in its last round once at most 2 pages are left
+    to hand out, not before it is sized."""
+    plan = PagePlan()
+    assert not plan.in_last_round(2)
+    hand_out(plan)
+    assert not plan.in_last_round(2)
+    plan.update_state(1, canned(1, 1000))
+    for _ in range(7):
+        assert not plan.in_last_round(2)
+        plan.next_page()
+    assert plan.in_last_round(2)
+
+
+def test_the_second_pass_asks_each_skipped_page_again() -> None:
+    """RetryPlan([3, 1]): both go out at once; 1 answers (Recovered), 3 fails again and stays
+    skipped; a plan cut short before its pages went out is interrupted."""
+    plan = RetryPlan([3, 1])
+    assert not plan.sizing and hand_out(plan) == [1, 3]
+    assert plan.update_state(1, canned(1, 250)) == [Recovered(1)]
+    assert plan.update_state(3, dead(3)) == []
+    assert plan.finished
+    assert plan.outcome == UnitOutcome(pages=1, skipped=[3], count=250, total_pages=3)
+    stopped = RetryPlan([2])
+    stopped.cut_short()
+    assert stopped.finished and stopped.outcome.interrupted
+
+
+def test_a_page_listed_twice_is_one_skip() -> None:
+    """The second pass failing a listed page again keeps one entry and spends no more of the
+    skip cap."""
+    state = RunState(max_skipped_pages=1)
+    state.add_skip(dead(2))
+    state.add_skip(dead(2))
+    assert [s.page for s in state.skipped] == [2] and not state.stopped
+    state.add_skip(dead(3))
+    assert state.stop_reason == "skip_cap"
+
+
+# -- the window and the account loop, on a slow fake source ------------------------------------
+
+
+class SlowSource:
+    """A PageSource answering after `latency` s, `count` records a day; it logs ("sent" |
+    "answered", day, page) in order and the most requests it had in flight at once.
+    `fail(day, page)` says how many first attempts of a page fail with a 500."""
+
+    def __init__(self, count: int, latency: float, fail: Callable[[dt.date, int], int]
+                 = lambda day, page: 0) -> None:
+        self.count, self.latency, self.fail = count, latency, fail
+        self.log: list[tuple[str, dt.date, int]] = []
+        self.in_flight = self.most_in_flight = 0
+        self.attempts: collections.Counter[tuple[dt.date, int]] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def fetch_page(self, start: dt.date, end: dt.date, page: int, limit: int) -> Page:
+        with self._lock:
+            self.attempts[(start, page)] += 1
+            failing = self.attempts[(start, page)] <= self.fail(start, page)
+            self.log.append(("sent", start, page))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        time.sleep(self.latency)
+        with self._lock:
+            self.in_flight -= 1
+            if failing:
+                raise HTTPStatusError("HTTP 500", status=500)
+            self.log.append(("answered", start, page))
+        pages = max(1, -(-self.count // limit))
+        return Page(page=page, limit=limit, count=self.count,
+                    next_page=page + 1 if page < pages else None,
+                    records=[{"conversion_id": f"{start}-{page}"}])
+
+    def index(self, kind: str, day: dt.date, page: int) -> int:
+        return self.log.index((kind, day, page))
+
+
+class Recorder:
+    """UnitHooks that log what happened, in order; `end` takes `store_seconds` and raises
+    `fail_store` for the first day."""
+
+    def __init__(self, source: SlowSource, *, store_seconds: float = 0.0,
+                 fail_store: Exception | None = None) -> None:
+        self.source, self.store_seconds, self.fail_store = source, store_seconds, fail_store
+        self.events: list[tuple[str, dt.date]] = []
+        self.outcomes: dict[dt.date, UnitOutcome] = {}
+        self.answered_at_start: dict[dt.date, int] = {}
+        self._lock = threading.Lock()
+
+    def _add(self, kind: str, query: Query) -> None:
+        with self._lock:
+            self.events.append((kind, query.start))
+
+    def start(self, query: Query) -> None:
+        with self.source._lock:
+            self.answered_at_start[query.start] = sum(
+                1 for kind, day, _ in self.source.log if kind == "answered" and day == DAY)
+        self._add("start", query)
+
+    def page(self, query: Query, page: Page) -> None:
+        pass
+
+    def end(self, query: Query, outcome: UnitOutcome) -> None:
+        time.sleep(self.store_seconds)
+        if self.fail_store is not None and query.start == DAY:
+            raise self.fail_store
+        self.outcomes[query.start] = outcome
+        self._add("stored", query)
+
+    def missing(self, query: Query) -> None:
+        self._add("missing", query)
+
+    def at(self, kind: str, day: dt.date) -> int:
+        return self.events.index((kind, day))
+
+
+DAYS = [DAY + dt.timedelta(days=n) for n in range(3)]
+
+
+def account_loop(source: SlowSource, *, concurrency: int = 2, depth: int = 4,
+                 backoff: float = 0.0) -> tuple[FetchLoop, Window, Any, RunState]:
+    """The job's shape: a threaded window of `depth` pages (+ 2 workers for sizing pages) and
+    a storer of 2 threads beside it."""
+    state = RunState(max_skipped_pages=10)
+    fetch = PageFetch(client=source, policy=RetryPolicy(backoff=(backoff,), jitter=0.0),
+                      state=state, account="default")
+    window = Window(fetch, concurrency=concurrency, depth=depth, threads=depth + 2)
+    storer = ThreadPoolExecutor(max_workers=2)
+    loop = FetchLoop(window=window, state=state, account="default", concurrency=concurrency,
+                     storer=storer)
+    return loop, window, storer, state
+
+
+@pytest.mark.timeout(30)
+def test_the_window_keeps_the_request_slots_busy_while_a_page_backs_off() -> None:
+    """2 request slots, 6 pages handed out: never more than 2 requests at once; page 2 waits
+    0.3 s after its failure without a slot, and pages 3-12 are answered in that wait; results
+    come back in the order the source answered them."""
+    source = SlowSource(1200, 0.02, fail=lambda day, page: 1 if page == 2 else 0)
+    loop, window, storer, _ = account_loop(source, depth=6, backoff=0.3)
+    with window, storer:
+        arrivals = list(loop.pages(Query(DAY, DAY), PagePlan()))
+    assert source.most_in_flight == 2
+    answered = [(day, page) for kind, day, page in source.log if kind == "answered"]
+    assert [(a.query.start, a.page) for a in arrivals] == answered
+    retry_sent = [i for i, entry in enumerate(source.log) if entry == ("sent", DAY, 2)][1]
+    assert all(source.index("answered", DAY, page) < retry_sent for page in range(3, 13))
+    assert answered[-1] == (DAY, 2)
+
+
+@pytest.mark.timeout(30)
+def test_the_next_day_starts_in_the_last_round_and_two_days_at_most_are_open() -> None:
+    """20 pages a day, 2 slots, a window of 4: day 2 starts once day 1 has at most 2 pages to
+    hand out (so at least 13 of day 1 answered, day 1 not yet stored) and its first page goes
+    out before day 1's last one is answered; storing takes 0.2 s beside the fetch, and day 3
+    waits for day 1's store (two days open at most)."""
+    source = SlowSource(2000, 0.01)
+    recorder = Recorder(source, store_seconds=0.2)
+    loop, window, storer, state = account_loop(source)
+    with window, storer:
+        arrivals = list(loop.run([Query(day, day) for day in DAYS], recorder))
+    assert len(arrivals) == 60 and state.pages == 60
+    assert recorder.answered_at_start[DAYS[1]] >= 20 - 2 - 4 - 1
+    assert recorder.at("start", DAYS[1]) < recorder.at("stored", DAYS[0])
+    assert source.index("sent", DAYS[1], 1) < source.index("answered", DAYS[0], 20)
+    assert recorder.at("stored", DAYS[0]) < recorder.at("start", DAYS[2])
+    assert all(recorder.outcomes[day] == UnitOutcome(pages=20, count=2000, total_pages=20)
+               for day in DAYS)
+
+
+@pytest.mark.timeout(30)
+def test_a_store_failing_stops_the_account_and_is_raised() -> None:
+    """Storing day 1 raises StorageError: the run stops as fatal, day 2 (open beside it) ends
+    interrupted, day 3 never starts, and the error comes out of the loop."""
+    source = SlowSource(2000, 0.01)
+    recorder = Recorder(source, fail_store=StorageError("403 on upload"))
+    loop, window, storer, state = account_loop(source)
+    with window, storer, pytest.raises(StorageError, match="403"):
+        list(loop.run([Query(day, day) for day in DAYS], recorder))
+    assert state.stop_reason == "fatal"
+    assert recorder.outcomes[DAYS[1]].interrupted
+    assert ("start", DAYS[2]) not in recorder.events
+    assert ("missing", DAYS[2]) not in recorder.events
+
+
+@pytest.mark.timeout(30)
+def test_days_not_started_when_the_run_stops_are_missing() -> None:
+    """A stop (SIGTERM) while day 1's page 2 is fetched: day 1 ends interrupted, days 2 and 3
+    are reported missing and never requested."""
+    state_box: list[RunState] = []
+
+    def stop_on_page_two(day: dt.date, page: int) -> int:
+        if page == 2:
+            state_box[0].request_stop("interrupted")
+        return 0
+
+    source = SlowSource(2000, 0.01, fail=stop_on_page_two)
+    recorder = Recorder(source)
+    loop, window, storer, state = account_loop(source)
+    state_box.append(state)
+    with window, storer:
+        list(loop.run([Query(day, day) for day in DAYS], recorder))
+    assert recorder.outcomes[DAYS[0]].interrupted
+    assert [e for e in recorder.events if e[0] == "missing"] == \
+        [("missing", DAYS[1]), ("missing", DAYS[2])]
+    assert {day for _, day, _ in source.log} == {DAYS[0]}
