@@ -1,27 +1,19 @@
-"""Fetching pages: one page with its retries (`PageFetch`), the requests in flight of an account
-(`Window`), the loop that runs page plans through them (`FetchLoop`), and one account's units
-of the job (`AccountFetch`). The plans themselves, which pages to ask for, are `app.pager`.
+"""Fetching pages: one page with its retries (`PageFetch`), the loop that runs an account's page plans
+through its window (`FetchLoop`; both are `app.pager`), and the job's units of one account
+(`AccountFetch`).
 
-- `PageFetch`: one page, every attempt. As tenacity splits it: whether to try again is the
-  policy's `should_retry` (the stop), how long to wait first its `wait_before_retry` (the
-  wait), the wait itself the injected `sleep`. A page ends `Page` (fetched), `SkippedPage`
-  (every attempt failed: recorded in the run state, the run goes on) or `Interrupted` (SIGTERM
-  cut the request short, or anything failed while the run is stopping: not a skip, not a retry,
-  not counted). Bad credentials and a rejected request are raised (retrying cannot help); so is
-  `ApiUnreachable`: while an account has had no page answered, `UNREACHABLE_AFTER` consecutive
-  connection-level failures (`ConnectFailed`) mean the API is down. Log lines give the request
-  time (`duration_ms`) and the time the attempt waited for a request slot and the account's
-  throttle (`wait_ms`) apart.
-- `Window`: at most `concurrency` requests of the account at a time, from up to `depth` pages
-  handed out; results come back in arrival order. A page waiting out a back-off keeps its worker
-  but not its request slot, so the pages behind it go ahead. A page that sizes a query goes out
-  beside a full window. Without threads (the original interface) each page is fetched in the
-  caller's thread, one after another.
-- `FetchLoop`: the main pass over an account's queries, then the second pass. The next query
-  starts while the current one is down to its last round of requests (its first page, which
-  sizes it, is answered by the time the current one's last pages are), with at most
-  `UNIT_LANES` queries open, being fetched or stored; storing runs beside the fetch. A query
-  with skipped pages waits for the second pass, after every query's main pass.
+- `PageFetch`: one page, every attempt. As tenacity splits it: whether to try again is the policy's
+  `should_retry` (the stop), how long to wait first its `wait_before_retry` (the wait), the wait itself the
+  injected `sleep`. A page ends a `Page`, a `SkippedPage` (every attempt failed: recorded in the run state,
+  the run goes on) or an `InterruptedPage` (SIGTERM cut it short, or it failed while the run stops: not a
+  skip, not a retry, not counted). Bad credentials and a rejected request are raised; so is `ApiUnreachable`
+  when an account never answered and its last `UNREACHABLE_AFTER` requests could not connect. Log lines
+  give the request time (`duration_ms`) and the wait for a request slot and the throttle (`wait_ms`) apart.
+- `FetchLoop`: the main pass over an account's queries, then the second pass. The next query starts while
+  the current one is down to its last round of requests, so its first page (it sizes it) is answered by the
+  time the current one's last pages are; at most `UNIT_LANES` are open. A query ends (the job stores it)
+  once the pages that came back are taken, the next one's window in flight meanwhile. A query with skipped
+  pages waits for the second pass, after every main pass.
 """
 
 from __future__ import annotations
@@ -29,13 +21,11 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import functools
-import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -55,21 +45,19 @@ from app.models import Page, SkippedPage
 from app.outcome import StopReason
 from app.output import UnitOutput
 from app.pager import (
-    CountChanged,
-    CountUnstable,
-    Interrupted,
-    Note,
+    Arrival,
+    EventLog,
+    InterruptedPage,
+    NullLog,
     PagePlan,
     PageResult,
-    PastTheEnd,
     Plan,
-    Probe,
     Query,
-    Recovered,
-    Reread,
     RetryPlan,
     RunState,
     UnitOutcome,
+    Window,
+    apply_note,
 )
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
@@ -80,11 +68,11 @@ from app.writer import UnitWriter
 PAGE_WINDOW_FACTOR = 4
 """Pages handed out ahead per request slot: back-off waits hold no slot."""
 UNIT_LANES = 2
-"""Units of one account open at once (being fetched or stored); each holds a writer."""
+"""Units of one account open at once (each holds a writer and its id set)."""
 UNREACHABLE_AFTER = 3
-"""Consecutive connection-level failures, with no page of the account answered yet, that mean
-the API is down. With the default back-off that is the first page's first two retries (about
-30 s): long enough to ride out a blip at start-up, far shorter than skipping page after page."""
+"""Consecutive connection-level failures, with no page of the account answered yet, that mean the API is
+down. With the default back-off that is the first page's first two retries (about 30 s): long enough to ride
+out a blip at start-up, far shorter than skipping page after page."""
 
 
 class PageSource(Protocol):
@@ -93,57 +81,29 @@ class PageSource(Protocol):
 
 @runtime_checkable
 class ThrottleReport(Protocol):
-    """A page source that can say how long its last `fetch_page` in this thread waited for its
-    own throttle (seconds). Optional: without it the wait counts as request time."""
+    """A page source that can say how long its last `fetch_page` in this thread waited for its own throttle
+    (seconds). Optional: without it the wait counts as request time."""
 
     def throttle_wait(self) -> float: ...
 
 
-class EventLog(Protocol):
-    def info(self, event: str, **fields: Any) -> Any: ...
-    def warning(self, event: str, **fields: Any) -> Any: ...
-    def error(self, event: str, **fields: Any) -> Any: ...
-    def debug(self, event: str, **fields: Any) -> Any: ...
-
-
-class _NullLog:
-    def info(self, event: str, **fields: Any) -> None: ...
-    def warning(self, event: str, **fields: Any) -> None: ...
-    def error(self, event: str, **fields: Any) -> None: ...
-    def debug(self, event: str, **fields: Any) -> None: ...
-
-
-# -- one page, every attempt -------------------------------------------------------------------
+# -- one page, every attempt -------------------------------------------------------------------------------
 
 
 class PageFetch:
     """Fetch one page of one account with its retries (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        client: PageSource,
-        policy: RetryPolicy,
-        state: RunState,
-        account: str,
-        page_limit: int = 100,
-        sleep: Callable[[float], object] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        log: EventLog | None = None,
-        on_trouble: Callable[[str, dict[str, Any]], None] | None = None,
-        on_page: Callable[[str, dt.date, Page, float], None] | None = None,
-        unreachable_after: int = UNREACHABLE_AFTER,
-    ) -> None:
-        self.client = client
-        self.policy = policy
-        self.state = state
-        self.account = account
+    def __init__(self, *, client: PageSource, policy: RetryPolicy, state: RunState, account: str,
+                 page_limit: int = 100, sleep: Callable[[float], object] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, log: EventLog | None = None,
+                 on_trouble: Callable[[str, dict[str, Any]], None] | None = None,
+                 on_page: Callable[[str, dt.date, Page, float], None] | None = None,
+                 unreachable_after: int = UNREACHABLE_AFTER) -> None:
+        self.client, self.policy, self.state, self.account = client, policy, state, account
         self.page_limit = page_limit
-        self._sleep = sleep
-        self._clock = clock
-        self.log: EventLog = log or _NullLog()
-        self._on_trouble = on_trouble
-        self._on_page = on_page
+        self._sleep, self._clock = sleep, clock
+        self.log: EventLog = log or NullLog()
+        self._on_trouble, self._on_page = on_trouble, on_page
         self._throttle = client if isinstance(client, ThrottleReport) else None
         self.unreachable_after = max(1, unreachable_after)
         self._reach_lock = threading.Lock()
@@ -152,10 +112,9 @@ class PageFetch:
         self._connect_streak = 0
         """Consecutive connection-level failures of this account."""
 
-    def __call__(self, q: Query, page: int,
-                 slot: AbstractContextManager[Any] | None = None) -> PageResult:
-        """Every attempt at page `page` of `q`, each request sent holding `slot` (a request
-        slot of the window; the wait for it counts as `wait_ms`)."""
+    def __call__(self, q: Query, page: int, slot: AbstractContextManager[Any] | None = None) -> PageResult:
+        """Every attempt at page `page` of `q`, each request sent holding `slot` (a request slot of the
+        window; the wait for it counts as `wait_ms`)."""
         attempt = 0
         while True:
             attempt += 1
@@ -164,7 +123,7 @@ class PageFetch:
             result: Page | None = None
             with slot or nullcontext():
                 if self.state.stopped:
-                    return Interrupted(page)  # never requested: the unit is simply unfinished
+                    return InterruptedPage(page)  # never requested: the unit is simply unfinished
                 sent = self._clock()
                 try:
                     result = self.client.fetch_page(q.start, q.end, page, self.page_limit)
@@ -189,30 +148,28 @@ class PageFetch:
                     self._on_page(self.account, q.start, result, duration)
                 return result
             if isinstance(error, RequestInterrupted) or self.state.stopped:
-                self.log.debug("page_interrupted", account=self.account, date=q.label,
-                               page=page, attempt=attempt, error_class="interrupted")
-                return Interrupted(page)
+                self.log.debug("page_interrupted", account=self.account, date=q.label, page=page,
+                               attempt=attempt, error_class="interrupted")
+                return InterruptedPage(page)
             self.state.count_error(error.error_class)
             self._reach(error)
-            fields = {"account": self.account, "date": q.label, "page": page,
-                      "attempt": attempt, "error_class": error.error_class, "error": str(error),
-                      **timing}
+            fields = {"account": self.account, "date": q.label, "page": page, "attempt": attempt,
+                      "error_class": error.error_class, "error": str(error), **timing}
             if self.policy.should_retry(attempt, error):
-                wait_s = self.policy.wait_before_retry(attempt, error)
-                self.log.warning("page_retry", **fields, wait=round(wait_s, 3))
+                wait = self.policy.wait_before_retry(attempt, error)
+                self.log.warning("page_retry", **fields, wait=round(wait, 3))
                 self._trouble("retry", fields)
-                self._sleep(wait_s)
+                self._sleep(wait)
                 continue  # a stop during the wait: the next attempt is not sent
             self.log.error("page_skipped", **fields, attempts=attempt)
             self._trouble("skip", fields)
-            skip = SkippedPage(self.account, q.label, page, attempt, error.error_class,
-                               str(error))
+            skip = SkippedPage(self.account, q.label, page, attempt, error.error_class, str(error))
             self.state.add_skip(skip)
             return skip
 
     def _reach(self, error: FetchError | None) -> None:
-        """Track whether the account reaches the API; raise ApiUnreachable when it never has
-        and its last `unreachable_after` requests failed at the connection level."""
+        """Track whether the account reaches the API; raise ApiUnreachable when it never has and its last
+        `unreachable_after` requests failed at the connection level."""
         with self._reach_lock:
             if error is None:
                 self._reached = True
@@ -226,130 +183,20 @@ class PageFetch:
             streak = self._connect_streak
         if down:
             self.state.request_stop(StopReason.FATAL)
-            raise ApiUnreachable(
-                f"account {self.account}: {streak} connection attempts failed and none has "
-                f"ever reached the API ({error})") from error
+            raise ApiUnreachable(f"account {self.account}: {streak} connection attempts failed and none "
+                                 f"has ever reached the API ({error})") from error
 
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
         if self._on_trouble is not None:
             self._on_trouble(kind, fields)
 
 
-# -- the requests in flight --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Landed:
-    """A page handed to the window that came back (or raised: `result()` raises it)."""
-
-    query: Query
-    page: int
-    sizing: bool
-    future: Future[PageResult]
-
-    def result(self) -> PageResult:
-        return self.future.result()
-
-
-class Window:
-    """An account's requests in flight (see the module docstring). `threads` 0: serial."""
-
-    def __init__(self, fetch: Callable[[Query, int, AbstractContextManager[Any]], PageResult],
-                 *, concurrency: int = 1, depth: int = 1, threads: int = 0,
-                 name: str = "fetch") -> None:
-        self._fetch = fetch
-        self._slots = threading.BoundedSemaphore(max(1, concurrency))
-        self.depth = max(1, depth)
-        self._pool = (ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
-                      if threads > 0 else None)
-        self._landed: queue.SimpleQueue[Landed | None] = queue.SimpleQueue()
-        self._serial: collections.deque[tuple[Query, int, bool]] = collections.deque()
-        self._out: set[Future[PageResult]] = set()
-        self.pending = 0
-        """Pages handed out whose result `next()` has not returned yet."""
-        self._in_window = 0
-
-    def __enter__(self) -> Window:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def has_room(self) -> bool:
-        """Another page (one that does not size a query) may be handed out."""
-        return self._in_window < self.depth
-
-    def submit(self, query: Query, page: int, *, sizing: bool = False) -> None:
-        self.pending += 1
-        self._in_window += not sizing
-        if self._pool is None:
-            self._serial.append((query, page, sizing))
-            return
-        future = self._pool.submit(self._fetch, query, page, self._slots)
-        self._out.add(future)
-        future.add_done_callback(lambda f: self._landed.put(Landed(query, page, sizing, f)))
-
-    def next(self) -> Landed | None:
-        """The next page back, in arrival order (waiting for it); None when woken (`wake`) or,
-        serial, when nothing is handed out."""
-        if self._pool is None:
-            if not self._serial:
-                return None
-            query, page, sizing = self._serial.popleft()
-            future: Future[PageResult] = Future()
-            try:
-                future.set_result(self._fetch(query, page, self._slots))
-            except Exception as exc:  # handed to the caller, as a pool would
-                future.set_exception(exc)
-            landed = Landed(query, page, sizing, future)
-        else:
-            woken = self._landed.get()
-            if woken is None:
-                return None
-            landed = woken
-            self._out.discard(landed.future)
-        self.pending -= 1
-        self._in_window -= not landed.sizing
-        return landed
-
-    def wake(self) -> None:
-        """Make a waiting `next()` return None (something besides a page happened)."""
-        self._landed.put(None)
-
-    def abandon(self) -> None:
-        """Drop what is handed out: pages not started never are, the others are waited for
-        (no request outlives its loop)."""
-        for future in list(self._out):
-            future.cancel()
-        for future in list(self._out):
-            if not future.cancelled():
-                future.exception()
-        self._out.clear()
-        self._serial.clear()
-        self._landed = queue.SimpleQueue()
-        self.pending = self._in_window = 0
-
-    def close(self) -> None:
-        self.abandon()
-        if self._pool is not None:
-            self._pool.shutdown()
-
-
-# -- plans through the window ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """One page result of one query, as it came back."""
-
-    query: Query
-    page: int
-    result: PageResult
+# -- plans through the window ------------------------------------------------------------------------------
 
 
 class UnitHooks(Protocol):
-    """What the loop tells about each query: started, a page fetched, ended (its outcome,
-    after the second pass if it had one), or never started (the run stopped first)."""
+    """What the loop says of each query: started, a page fetched, ended (after the second pass if it had
+    one; also when cut short), or never started (the run stopped first)."""
 
     def start(self, query: Query) -> None: ...
     def page(self, query: Query, page: Page) -> None: ...
@@ -357,33 +204,19 @@ class UnitHooks(Protocol):
     def missing(self, query: Query) -> None: ...
 
 
-@dataclass(eq=False)
-class _Open:
-    query: Query
-    plan: Plan
-
-
 class FetchLoop:
-    """An account's queries through its window: `run` (main pass, then second pass) and
-    `pages` (one plan alone). `storer` runs `hooks.end` of the main pass beside the fetch;
-    without it, in the loop's thread."""
+    """An account's queries through its window: `run` (both passes) or `pages` (one plan)."""
 
-    def __init__(self, *, window: Window, state: RunState, account: str,
-                 concurrency: int = 1, log: EventLog | None = None,
-                 storer: Executor | None = None) -> None:
-        self.window = window
-        self.state = state
-        self.account = account
+    def __init__(self, *, window: Window, state: RunState, account: str, concurrency: int = 1,
+                 log: EventLog | None = None) -> None:
+        self.window, self.state, self.account = window, state, account
         self.concurrency = max(1, concurrency)
-        self.log: EventLog = log or _NullLog()
-        self._storer = storer
-        self._stores: list[Future[None]] = []
+        self.log: EventLog = log or NullLog()
 
     def run(self, queries: Sequence[Query], hooks: UnitHooks) -> Iterator[Arrival]:
-        """Every query: the main pass, then the second pass over the pages still skipped. Each
-        result is yielded after `hooks.page` had it. A fatal error (bad credentials, an
-        unreachable API, storage failing) starts no new query; the others end, then it is
-        raised."""
+        """The main pass over every query, then the second pass over the pages still skipped; each result is
+        yielded after `hooks.page` had it. A fatal error (bad credentials, an unreachable API, storage
+        failing) starts no new query and is raised once the open ones have ended."""
         held: list[tuple[Query, UnitOutcome]] = []
         yield from self._main_pass(queries, hooks, held)
         held.sort(key=lambda entry: entry[0].start)
@@ -407,153 +240,107 @@ class FetchLoop:
 
     def pages(self, query: Query, plan: Plan) -> Generator[Arrival, None, None]:
         """One plan alone, its results as they arrive; `plan.outcome` says how it ended."""
-        unit = _Open(query, plan)
         try:
-            while True:
-                self._hand_out([unit])
-                if plan.finished:
-                    return
-                landed = self.window.next()
-                if landed is not None:
-                    yield self._land(unit, landed)
+            while not self._hand_out({query: plan}):
+                yield self._land(plan, self.window.next())
         finally:
             self.window.abandon()
-
-    # -- the main pass
 
     def _main_pass(self, queries: Sequence[Query], hooks: UnitHooks,
                    held: list[tuple[Query, UnitOutcome]]) -> Iterator[Arrival]:
         waiting = collections.deque(queries)
-        units: dict[Query, _Open] = {}
-        failure: BaseException | None = None
+        plans: dict[Query, PagePlan] = {}
+        failure: Exception | None = None
         try:
             while True:
-                failure = failure or self._store_failure()
-                self._settle(units, waiting, hooks, held, opening=failure is None)
-                if not units and self.window.pending == 0 and (failure or not waiting):
+                self._hand_out(plans)
+                if not self.window.has_landed():  # what came back is taken before a query ends
+                    failure = self._end_finished(plans, hooks, held, failure)
+                if failure is None and waiting and self._may_open(plans):
+                    self._open_next(waiting, plans, hooks)
+                    continue
+                if not plans and self.window.pending == 0:
                     break
-                landed = self.window.next()
-                if landed is None or landed.query not in units:
-                    continue  # woken by a store, or a page of a query that failed
-                unit = units[landed.query]
+                arrival = self.window.next()
+                if arrival.query not in plans:
+                    continue  # a page of a query that failed
                 try:
-                    arrival = self._land(unit, landed)
+                    self._land(plans[arrival.query], arrival)
                     if isinstance(arrival.result, Page):
-                        hooks.page(unit.query, arrival.result)
+                        hooks.page(arrival.query, arrival.result)
                 except Exception as exc:
-                    if isinstance(exc, JobError):
-                        self.state.request_stop(StopReason.FATAL)
-                    failure = failure or exc
-                    del units[unit.query]
+                    failure = self._failed(failure, exc)
+                    del plans[arrival.query]
                     continue
                 yield arrival
         finally:
             self.window.abandon()
-            wait(self._stores)
-        failure = failure or self._store_failure()
         if failure is not None:
             raise failure
 
-    def _settle(self, units: dict[Query, _Open], waiting: collections.deque[Query],
-                hooks: UnitHooks, held: list[tuple[Query, UnitOutcome]], *,
-                opening: bool) -> None:
-        """Hand out pages, end the queries whose main pass is over, open the next: until
-        nothing changes."""
-        changed = True
-        while changed:
-            self._hand_out(list(units.values()))
-            ended = [unit for unit in units.values() if unit.plan.finished]
-            for unit in ended:
-                del units[unit.query]
-                self._main_pass_ended(unit, hooks, held)
-            changed = bool(ended)
-            if opening and waiting and self._may_open(units):
-                if self.state.stopped:
-                    while waiting:
-                        hooks.missing(waiting.popleft())
-                else:
-                    query = waiting.popleft()
-                    hooks.start(query)
-                    units[query] = _Open(query, PagePlan())
-                changed = True
+    def _end_finished(self, plans: dict[Query, PagePlan], hooks: UnitHooks,
+                      held: list[tuple[Query, UnitOutcome]], failure: Exception | None
+                      ) -> Exception | None:
+        """End the queries whose main pass is over: to the job (stored, or dropped when cut short), or held
+        for the second pass."""
+        for query in [q for q, plan in plans.items() if plan.finished]:
+            outcome = plans.pop(query).outcome
+            if not (outcome.complete or outcome.interrupted
+                    or self.state.stop_reason == StopReason.MAX_RECORDS):
+                held.append((query, outcome))
+                continue
+            try:
+                hooks.end(query, outcome)
+            except Exception as exc:
+                failure = self._failed(failure, exc)
+        return failure
 
-    def _may_open(self, units: dict[Query, _Open]) -> bool:
+    def _open_next(self, waiting: collections.deque[Query], plans: dict[Query, PagePlan],
+                   hooks: UnitHooks) -> None:
+        """Start the next query; once the run stops, the queries left never start."""
+        while self.state.stopped and waiting:
+            hooks.missing(waiting.popleft())
+        if waiting:
+            hooks.start(waiting[0])
+            plans[waiting.popleft()] = PagePlan()
+
+    def _may_open(self, plans: dict[Query, PagePlan]) -> bool:
         """The newest open query is down to its last round of requests, and a lane is free."""
-        newest = list(units.values())[-1] if units else None
-        if newest is not None and not newest.plan.in_last_round(self.concurrency):
+        newest = list(plans.values())[-1] if plans else None
+        if newest is not None and not newest.in_last_round(self.concurrency):
             return False
-        storing = sum(not future.done() for future in self._stores)
-        return self.state.stopped or len(units) + storing < UNIT_LANES
+        return self.state.stopped or len(plans) < UNIT_LANES
 
-    def _main_pass_ended(self, unit: _Open, hooks: UnitHooks,
-                         held: list[tuple[Query, UnitOutcome]]) -> None:
-        outcome = unit.plan.outcome
-        capped = self.state.stop_reason == StopReason.MAX_RECORDS
-        if not (outcome.complete or outcome.interrupted or capped):
-            held.append((unit.query, outcome))
-        elif self._storer is None:
-            hooks.end(unit.query, outcome)
-        else:
-            future = self._storer.submit(self._store, hooks, unit.query, outcome)
-            future.add_done_callback(lambda _f: self.window.wake())
-            self._stores.append(future)
+    def _failed(self, failure: Exception | None, exc: Exception) -> Exception:
+        """A query failed: a JobError stops the run (nothing more is requested anywhere)."""
+        if isinstance(exc, JobError):
+            self.state.request_stop(StopReason.FATAL)
+        return failure or exc
 
-    def _store(self, hooks: UnitHooks, query: Query, outcome: UnitOutcome) -> None:
-        try:
-            hooks.end(query, outcome)
-        except JobError:
-            self.state.request_stop(StopReason.FATAL)  # no query starts or requests anything
-            raise
-
-    def _store_failure(self) -> BaseException | None:
-        return next((f.exception() for f in self._stores if f.done() and f.exception()), None)
-
-    # -- both passes
-
-    def _hand_out(self, units: list[_Open]) -> None:
-        """Give the window the pages it has room for, oldest query first (a page that sizes a
-        query always goes). Once the run stops nothing more is asked: a plan with nothing
-        outstanding is cut short."""
-        for unit in units:
-            plan = unit.plan
+    def _hand_out(self, plans: Mapping[Query, Plan]) -> bool:
+        """Give the window the pages it has room for, oldest query first (a page that sizes a query always
+        goes). Once the run stops nothing more is asked: a plan with nothing outstanding is cut short. True
+        when every plan is finished."""
+        for query, plan in plans.items():
             if self.state.stopped:
                 if plan.pending == 0:
                     plan.cut_short()
                 continue
-            while plan.has_next_page and (plan.sizing or self.window.has_room()):
-                sizing = plan.sizing
-                number = plan.next_page()
+            while plan.sizing or self.window.has_room():
+                sizing, number = plan.sizing, plan.next_page()
                 if number is None:
                     break
-                self.window.submit(unit.query, number, sizing=sizing)
+                self.window.submit(query, number, sizing=sizing)
+        return all(plan.finished for plan in plans.values())
 
-    def _land(self, unit: _Open, landed: Landed) -> Arrival:
-        result = landed.result()  # a fatal error of the fetch is raised here
-        for note in unit.plan.update_state(landed.page, result):
-            self._note(unit.query, note)
-        return Arrival(unit.query, landed.page, result)
-
-    def _note(self, q: Query, note: Note) -> None:
-        where = {"account": self.account, "date": q.label}
-        match note:
-            case Probe(page=page, dead=dead):
-                if not self.state.stopped:
-                    self.log.warning("page_probe", **where, page=page, dead=dead)
-            case PastTheEnd(page=page):
-                self.state.remove_skip(self.account, q.label, page)  # it held nothing
-            case CountChanged(old=old, new=new, page=page):
-                self.log.warning("count_changed", **where, old_count=old, new_count=new,
-                                 page=page)
-            case Reread():
-                self.state.count_reread()
-            case CountUnstable(rereads=rereads):
-                self.log.warning("count_unstable", **where, rereads=rereads)
-            case Recovered(page=page):
-                self.state.remove_skip(self.account, q.label, page)
-                self.log.info("page_recovered", **where, page=page)
+    def _land(self, plan: Plan, arrival: Arrival) -> Arrival:
+        """Hand a result to its plan (a fatal error of the fetch is raised here)."""
+        for note in plan.update_state(arrival.page, arrival.result):
+            apply_note(note, state=self.state, log=self.log, account=self.account, q=arrival.query)
+        return arrival
 
 
-# -- the job's units of one account ------------------------------------------------------------
+# -- the job's units of one account ------------------------------------------------------------------------
 
 
 class RecordBudget:
@@ -601,32 +388,34 @@ class OpenUnit(Generic[U]):
         self.output.discard()
 
 
+@dataclass
 class AccountFetch(Generic[U]):
-    """One account's units: its HTTP client, throttle, API client and retry policy, the
-    window and the loop; each unit's pages go into its writer (MAX_RECORDS_LIMIT stops the
-    run when reached). The job stores a unit (`on_unit_done`, also for a unit cut short, to
-    drop it) and records a unit never started (`on_unit_missing`)."""
+    """One account's units: its HTTP client (in `clients`, for SIGTERM), throttle, API client, retry policy,
+    window and loop. Each page goes into its unit's writer (MAX_RECORDS_LIMIT stops the run once reached);
+    each unit opened comes back to `on_unit_done`, cut short or not (the job stores or drops it);
+    `on_unit_missing` has the units never started."""
 
-    def __init__(self, settings: Settings, account: Account, *, state: RunState,
-                 budget: RecordBudget, sink: Sink, layout: RunLayout, run_id: str,
-                 scratch: Path, clients: list[HttpClient], log: Any,
-                 on_unit_done: Callable[[OpenUnit[U], UnitOutcome], None],
-                 on_unit_missing: Callable[[U], None],
-                 on_page: Callable[[str, dt.date, Page, float], None],
-                 on_trouble: Callable[[str, dict[str, Any]], None],
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], object] = time.sleep,
-                 token_ttl: float | None = None, chunk_bytes: int | None = None) -> None:
-        self.settings, self.account, self.state, self.budget = settings, account, state, budget
-        self.sink, self.layout, self.run_id, self.scratch = sink, layout, run_id, scratch
-        self.clients, self.log = clients, log
-        self._on_unit_done, self._on_unit_missing = on_unit_done, on_unit_missing
-        self._on_page, self._on_trouble = on_page, on_trouble
-        self.clock, self.wall_clock, self.sleep = clock, wall_clock, sleep
-        self.token_ttl, self.chunk_bytes = token_ttl, chunk_bytes
-        self._units: dict[Query, U] = {}
-        self._open: dict[Query, OpenUnit[U]] = {}
+    settings: Settings
+    account: Account
+    state: RunState
+    budget: RecordBudget
+    sink: Sink
+    layout: RunLayout
+    run_id: str
+    scratch: Path
+    clients: list[HttpClient]
+    log: Any
+    on_unit_done: Callable[[OpenUnit[U], UnitOutcome], None]
+    on_unit_missing: Callable[[U], None]
+    on_page: Callable[[str, dt.date, Page, float], None]
+    on_trouble: Callable[[str, dict[str, Any]], None]
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+    sleep: Callable[[float], object] = time.sleep
+    token_ttl: float | None = None
+    chunk_bytes: int | None = None
+    _units: dict[Query, U] = field(default_factory=dict, init=False)
+    _open: dict[Query, OpenUnit[U]] = field(default_factory=dict, init=False)
 
     def run(self, units: Sequence[U]) -> None:
         settings, name = self.settings, self.account.name
@@ -636,32 +425,27 @@ class AccountFetch(Generic[U]):
         self.clients.append(http)
         if self.state.stopped:
             http.abort_all()
-        limiter = RateLimiter(per_minute=settings.requests_per_minute,
-                              min_interval=settings.request_delay,
+        limiter = RateLimiter(per_minute=settings.requests_per_minute, min_interval=settings.request_delay,
                               clock=self.clock, sleep=self.sleep)
         extra: dict[str, Any] = {} if self.token_ttl is None else {"token_ttl": self.token_ttl}
-        client = AccountClient(base_url=settings.base_url, key=self.account.key,
-                               secret=self.account.secret, http=http, limiter=limiter,
-                               clock=self.clock, currency=settings.preferred_currency,
-                               on_token=register_secret, log=self.log, **extra)
-        policy = RetryPolicy(max_retries=settings.max_retry_attempts,
-                             backoff=settings.retry_backoff,
+        client = AccountClient(base_url=settings.base_url, key=self.account.key, secret=self.account.secret,
+                               http=http, limiter=limiter, clock=self.clock,
+                               currency=settings.preferred_currency, on_token=register_secret,
+                               log=self.log, **extra)
+        policy = RetryPolicy(max_retries=settings.max_retry_attempts, backoff=settings.retry_backoff,
                              rate_limit_delay=settings.rate_limit_delay)
         fetch = PageFetch(client=client, policy=policy, state=self.state, account=name,
-                          page_limit=settings.page_limit, sleep=self.sleep, clock=self.clock,
-                          log=self.log, on_trouble=self._on_trouble, on_page=self._on_page)
+                          page_limit=settings.page_limit, sleep=self.sleep, clock=self.clock, log=self.log,
+                          on_trouble=self.on_trouble, on_page=self.on_page)
         self._units = {Query(unit.day, unit.day): unit for unit in units}
         depth = settings.fetch_concurrency * PAGE_WINDOW_FACTOR
         try:
-            # Workers beyond FETCH_CONCURRENCY only wait (back-off or a request slot): they let
-            # the pages behind a retrying page go ahead; one more per lane for sizing pages.
+            # Workers beyond FETCH_CONCURRENCY only wait (back-off or a request slot): they let the pages
+            # behind a retrying page go ahead; one more per lane for the pages that size a day.
             with Window(fetch, concurrency=settings.fetch_concurrency, depth=depth,
-                        threads=depth + UNIT_LANES, name=f"fetch-{name}") as window, \
-                    ThreadPoolExecutor(max_workers=UNIT_LANES,
-                                       thread_name_prefix=f"unit-{name}") as storer:
+                        threads=depth + UNIT_LANES, name=f"fetch-{name}") as window:
                 loop = FetchLoop(window=window, state=self.state, account=name,
-                                 concurrency=settings.fetch_concurrency, log=self.log,
-                                 storer=storer)
+                                 concurrency=settings.fetch_concurrency, log=self.log)
                 for _arrival in loop.run(list(self._units), self):
                     pass  # each page went into its unit's writer (`page`)
         except JobError as exc:
@@ -676,13 +460,9 @@ class AccountFetch(Generic[U]):
         self.log.info("unit_started", date=unit.date)
         output = UnitOutput(sink=self.sink, chunk_name=functools.partial(
             self.layout.chunk, self.account.name, unit.date, self.run_id))
-        kwargs: dict[str, Any] = {}
-        if self.chunk_bytes is not None:
-            kwargs["chunk_bytes"] = self.chunk_bytes
-        writer = UnitWriter(account=self.account.name, scratch_dir=self.scratch,
-                            on_chunk=output.on_chunk,
-                            take_record=self.budget.take if self.budget.limit else None,
-                            **kwargs)
+        size = {} if self.chunk_bytes is None else {"chunk_bytes": self.chunk_bytes}
+        writer = UnitWriter(account=self.account.name, scratch_dir=self.scratch, on_chunk=output.on_chunk,
+                            take_record=self.budget.take if self.budget.limit else None, **size)
         self._open[query] = OpenUnit(unit, writer, output, started_at=self.wall_clock())
 
     def page(self, query: Query, page: Page) -> None:
@@ -694,7 +474,7 @@ class AccountFetch(Generic[U]):
                 self.state.request_stop(StopReason.MAX_RECORDS)
 
     def end(self, query: Query, outcome: UnitOutcome) -> None:
-        self._on_unit_done(self._open.pop(query), outcome)
+        self.on_unit_done(self._open.pop(query), outcome)
 
     def missing(self, query: Query) -> None:
-        self._on_unit_missing(self._units[query])
+        self.on_unit_missing(self._units[query])

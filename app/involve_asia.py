@@ -19,11 +19,11 @@ import structlog
 from app.api import AccountClient
 from app.config import Account, Settings, load_settings
 from app.errors import ApiUnreachable, FatalFetchError, FetchError
-from app.fetch import FetchLoop, PageFetch, Window
+from app.fetch import FetchLoop, PageFetch
 from app.http import HttpClient
 from app.logs import configure_logging, get_logger, register_secret, resolve_format
 from app.models import Page
-from app.pager import Query, RunState, UnitOutcome
+from app.pager import Query, RunState, UnitOutcome, Window
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
 

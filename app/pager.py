@@ -1,42 +1,43 @@
-"""The page plan of one query (an account's day, or a date range): which pages are still to
-fetch, and what each page that came back says about the rest. Pure: no threads, no network, no
-clock; `app.fetch` asks the plan what to request and hands it every result.
+"""The pages of one query (an account's day, or a date range): which are still to fetch (the page plan),
+and which are in flight (the window).
 
-As dlt's paginators: `next_page()` is the next page to request (None: none right now),
-`update_state(number, result)` takes what came back and returns `Note`s for the caller to log
-or count, `has_next_page` says whether pages are waiting to be asked for, `finished` whether the
-plan is over, `outcome` how it went.
+The plans are pure and work as dlt's paginators: `next_page()` is the next page to request (None: none
+now), `update_state(number, result)` takes what came back and returns `Note`s (`apply_note` turns one into
+its log line or count), `finished` says whether the plan is over, `outcome` how it went.
 
 `PagePlan`, the main pass:
 
-- *Sizing.* Page 1 goes alone; the first page that answers sizes the query (every page carries
-  `count`). When page 1 is dead, pages 2, 3, ... are probed one at a time, each dead one a skip,
-  so a dead page 1 costs one page, not the day. Dead pages past the end the count gives held
-  nothing: they are not skips after all (`PastTheEnd`).
-- *The rest.* Once sized, every remaining page may be requested at once; they come back in any
-  order.
-- *Live data.* When `count` changes within a read (or `nextPage` and `count` disagree), records
-  may have shifted across pages: the query is read again from page 1 (`Reread`; the writer drops
-  what it has already written) until a read sees one stable count, at most `MAX_REREADS` times.
-  A read with skipped pages is not read again: its skips go to the second pass.
-- *Stopping.* A page the stopping run did not finish comes back `Interrupted`; when the run
-  stops, the caller stops asking and, once nothing is outstanding, calls `cut_short()`. Either
-  way a plan that still wanted pages ends `interrupted`.
+- *Sizing.* Page 1 goes alone; the first page that answers sizes the query (every page carries `count`).
+  When page 1 is dead, pages 2, 3, ... are probed one at a time, each dead one a skip, so a dead page 1
+  costs one page, not the day. Dead pages past the end the count gives held nothing: not skips after all.
+- *The rest* may then be requested at once; they come back in any order.
+- *Live data.* When `count` changes within a read (or `nextPage` and `count` disagree), records may have
+  shifted across pages: the query is read again from page 1 (the writer drops what it already wrote) until
+  a read sees one stable count, at most `MAX_REREADS` times. A read with skips goes to the second pass.
+- *Stopping.* A page the stopping run did not finish comes back an `InterruptedPage`; once the run stops
+  the caller asks no more and, with nothing outstanding, calls `cut_short()`. Either way a plan that still
+  wanted pages ends `interrupted`.
 
-`RetryPlan`, the second pass: the skipped pages again, all at once, each with a fresh budget.
+`RetryPlan`, the second pass: the skipped pages again, all at once, each with a fresh attempt budget.
 
-`RunState` is what every fetch of a run shares: the skip list and its cap, the counters, and
-the stop flag.
+`Window`: at most `concurrency` requests at a time, from up to `depth` pages handed out, results in arrival
+order. A page waiting out a back-off keeps its worker, not its request slot, so the pages behind it go
+ahead; a page that sizes a query goes out beside a full window. Without threads (the original interface) a
+page is fetched when it is handed out. `RunState` is what every fetch of a run shares: the skip list and
+its cap, the counters, the stop flag.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
+import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from app.models import Page, SkippedPage
 
@@ -59,14 +60,14 @@ class Query:
 
 
 @dataclass(frozen=True)
-class Interrupted:
-    """A page the stopping run did not finish: never sent, cut short (SIGTERM), or failed
-    while stopping. Not a skip, not a retry; the plan's outcome says `interrupted`."""
+class InterruptedPage:
+    """A page the stopping run did not finish: never sent, cut short (SIGTERM), or failed while stopping.
+    Not a skip, not a retry; the plan's outcome says `interrupted`."""
 
     page: int
 
 
-PageResult = Page | SkippedPage | Interrupted
+PageResult = Page | SkippedPage | InterruptedPage
 """How fetching one page ended: fetched, given up on after every attempt, or interrupted."""
 
 
@@ -79,9 +80,7 @@ class RunState:
         self.stop_reason: str | None = None
         self.skipped: list[SkippedPage] = []
         self.errors: collections.Counter[str] = collections.Counter()
-        self.pages = 0
-        self.requests = 0
-        self.rereads = 0
+        self.pages = self.requests = self.rereads = 0
         self._lock = threading.Lock()
 
     @property
@@ -109,8 +108,8 @@ class RunState:
             self.rereads += 1
 
     def add_skip(self, skip: SkippedPage) -> None:
-        """List a page given up on; more than `max_skipped_pages` stop the run. A page already
-        listed (the second pass failing it again) stays listed once, as first recorded."""
+        """List a page given up on; more than `max_skipped_pages` stop the run. A page already listed (the
+        second pass failing it again) stays listed once, as first recorded."""
         key = (skip.account, skip.date, skip.page)
         with self._lock:
             if any((s.account, s.date, s.page) == key for s in self.skipped):
@@ -122,8 +121,7 @@ class RunState:
 
     def remove_skip(self, account: str, date: str, page: int) -> None:
         with self._lock:
-            self.skipped = [s for s in self.skipped
-                            if (s.account, s.date, s.page) != (account, date, page)]
+            self.skipped = [s for s in self.skipped if (s.account, s.date, s.page) != (account, date, page)]
 
     def skipped_for(self, account: str, date: str) -> list[SkippedPage]:
         with self._lock:
@@ -131,22 +129,15 @@ class RunState:
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
-            return {
-                "pages": self.pages,
-                "requests": self.requests,
-                "retries": dict(sorted(self.errors.items())),
-                "rereads": self.rereads,
-                "skipped_pages": [s.as_dict() for s in self.skipped],
-            }
+            return {"pages": self.pages, "requests": self.requests,
+                    "retries": dict(sorted(self.errors.items())), "rereads": self.rereads,
+                    "skipped_pages": [s.as_dict() for s in self.skipped]}
 
 
 @dataclass
 class UnitOutcome:
-    """How a query's pagination ended.
-
-    `count` and `total_pages` are the query's size as the last page that answered saw it
-    (None / 0 when no page answered).
-    """
+    """How a query's pagination ended. `count` and `total_pages` are its size as the last page that answered
+    saw it (None / 0 when no page answered)."""
 
     pages: int = 0
     skipped: list[int] = field(default_factory=list)
@@ -158,9 +149,6 @@ class UnitOutcome:
     @property
     def complete(self) -> bool:
         return not self.skipped and not self.interrupted
-
-
-# -- what a plan tells its caller ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -209,26 +197,55 @@ class Recovered:
 Note = Probe | PastTheEnd | CountChanged | Reread | CountUnstable | Recovered
 
 
+class EventLog(Protocol):
+    def info(self, event: str, **fields: Any) -> Any: ...
+    def warning(self, event: str, **fields: Any) -> Any: ...
+    def error(self, event: str, **fields: Any) -> Any: ...
+    def debug(self, event: str, **fields: Any) -> Any: ...
+
+
+class NullLog:
+    def info(self, event: str, **fields: Any) -> None: ...
+    def warning(self, event: str, **fields: Any) -> None: ...
+    def error(self, event: str, **fields: Any) -> None: ...
+    def debug(self, event: str, **fields: Any) -> None: ...
+
+
+def apply_note(note: Note, *, state: RunState, log: EventLog, account: str, q: Query) -> None:
+    """What a note means for the run: a log line, a count, a skip taken back."""
+    where = {"account": account, "date": q.label}
+    match note:
+        case Probe(page=page, dead=dead):
+            if not state.stopped:  # stopping: the probe will not be sent
+                log.warning("page_probe", **where, page=page, dead=dead)
+        case PastTheEnd(page=page):
+            state.remove_skip(account, q.label, page)
+        case CountChanged(old=old, new=new, page=page):
+            log.warning("count_changed", **where, old_count=old, new_count=new, page=page)
+        case Reread():
+            state.count_reread()
+        case CountUnstable(rereads=rereads):
+            log.warning("count_unstable", **where, rereads=rereads)
+        case Recovered(page=page):
+            state.remove_skip(account, q.label, page)
+            log.info("page_recovered", **where, page=page)
+
+
+# -- the plans ---------------------------------------------------------------------------------------------
+
+
 class Plan(Protocol):
     """What `app.fetch` drives: a `PagePlan` or a `RetryPlan`."""
 
-    pending: int
+    pending: int  # pages handed out, not answered yet
     finished: bool
     outcome: UnitOutcome
 
     @property
     def sizing(self) -> bool: ...
-
-    @property
-    def has_next_page(self) -> bool: ...
-
     def next_page(self) -> int | None: ...
-
     def update_state(self, number: int, result: PageResult) -> list[Note]: ...
-
     def cut_short(self) -> None: ...
-
-    def in_last_round(self, slots: int) -> bool: ...
 
 
 class PagePlan:
@@ -238,7 +255,6 @@ class PagePlan:
         self.max_rereads = max_rereads
         self.outcome = UnitOutcome()
         self.pending = 0
-        """Pages handed out and not answered yet."""
         self.finished = False
         self._round = 0
         self._new_read()
@@ -249,10 +265,9 @@ class PagePlan:
         self._sized = False
         self._todo: collections.deque[int] = collections.deque()
         self._count: int | None = None
-        self._total = 0
+        self._total = self._answered = 0
         self._stable = True
         self._skipped: list[int] = []
-        self._answered = 0
         self._interrupted = False
 
     @property
@@ -262,11 +277,12 @@ class PagePlan:
 
     @property
     def has_next_page(self) -> bool:
+        """Pages wait to be asked for."""
         return not self.finished and (self._probe is not None or bool(self._todo))
 
     def in_last_round(self, slots: int) -> bool:
-        """At most `slots` pages of the first read are left to hand out (or the plan is over):
-        the query's last round of requests. Re-reads come after it."""
+        """At most `slots` pages of the first read are left to hand out (or the plan is over): the query's
+        last round of requests. Re-reads come after it."""
         return self.finished or self._round > 0 or (self._sized and len(self._todo) <= slots)
 
     def next_page(self) -> int | None:
@@ -284,7 +300,7 @@ class PagePlan:
     def update_state(self, number: int, result: PageResult) -> list[Note]:
         self.pending -= 1
         notes: list[Note] = []
-        if isinstance(result, Interrupted):
+        if isinstance(result, InterruptedPage):
             self._interrupted = True
         elif isinstance(result, SkippedPage):
             self._skipped.append(number)
@@ -307,8 +323,7 @@ class PagePlan:
         """The run stopped and nothing is outstanding: what was not asked for never will be."""
         if not self.finished:
             self._fold()
-            self.outcome.interrupted = True
-            self.finished = True
+            self.outcome.interrupted = self.finished = True
 
     def _size(self, number: int, first: Page) -> list[Note]:
         self._sized = True
@@ -334,25 +349,25 @@ class PagePlan:
 
     def _end_read(self) -> list[Note]:
         self._fold()
+        self.finished = True
         if self._interrupted:
             self.outcome.interrupted = True
         elif self._stable or self._skipped:
             pass
         elif self._round == self.max_rereads:
-            self.finished = True
             return [CountUnstable(self._round)]
         else:
+            self.finished = False
             self._round += 1
             self.outcome.rereads += 1
             self._new_read()
             return [Reread()]
-        self.finished = True
         return []
 
 
 class RetryPlan:
-    """The second pass over a query's skipped pages: each again (page 1 too), all at once,
-    each with a fresh attempt budget."""
+    """The second pass over a query's skipped pages: each again (page 1 too), all at once, each with a
+    fresh attempt budget."""
 
     sizing = False
 
@@ -361,13 +376,6 @@ class RetryPlan:
         self.outcome = UnitOutcome()
         self.pending = 0
         self.finished = not self._todo
-
-    @property
-    def has_next_page(self) -> bool:
-        return bool(self._todo)
-
-    def in_last_round(self, slots: int) -> bool:
-        return True
 
     def next_page(self) -> int | None:
         if not self._todo:
@@ -378,7 +386,7 @@ class RetryPlan:
     def update_state(self, number: int, result: PageResult) -> list[Note]:
         self.pending -= 1
         notes: list[Note] = []
-        if isinstance(result, Interrupted):
+        if isinstance(result, InterruptedPage):
             self.outcome.interrupted = True
         elif isinstance(result, SkippedPage):
             self.outcome.skipped.append(number)
@@ -393,3 +401,98 @@ class RetryPlan:
         if self._todo:
             self.outcome.interrupted = True
         self.finished = True
+
+
+# -- the requests in flight --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Page `page` of `query` came back; `result` is how it ended (or raises what it raised)."""
+
+    query: Query
+    page: int
+    sizing: bool
+    future: Future[PageResult]
+
+    @property
+    def result(self) -> PageResult:
+        return self.future.result()
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class _Inline(Executor):
+    """Runs each call at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # handed to whoever asks, as a pool would
+            future.set_exception(exc)
+        return future
+
+
+class Window:
+    """An account's requests in flight (see the module docstring); `threads` 0: inline."""
+
+    def __init__(self, fetch: Callable[[Query, int, AbstractContextManager[Any]], PageResult], *,
+                 concurrency: int = 1, depth: int = 1, threads: int = 0, name: str = "fetch") -> None:
+        self._fetch = fetch
+        self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self.depth = max(1, depth)
+        self._pool: Executor = (ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+                                if threads > 0 else _Inline())
+        self._landed: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
+        self._out: set[Future[PageResult]] = set()
+        self.pending = self._in_window = 0  # pages handed out, not returned by `next()` yet
+
+    def __enter__(self) -> Window:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """No page in flight any more (see `abandon`), no worker left."""
+        self.abandon()
+        self._pool.shutdown()
+
+    def has_room(self) -> bool:
+        """Another page (one that does not size a query) may be handed out."""
+        return self._in_window < self.depth
+
+    def has_landed(self) -> bool:
+        """A page came back that `next()` has not returned yet."""
+        return not self._landed.empty()
+
+    def submit(self, query: Query, page: int, *, sizing: bool = False) -> None:
+        self.pending += 1
+        self._in_window += not sizing
+        future = self._pool.submit(self._fetch, query, page, self._slots)
+        self._out.add(future)
+        future.add_done_callback(lambda f: self._landed.put(Arrival(query, page, sizing, f)))
+
+    def next(self) -> Arrival:
+        """The next page back, in arrival order (waiting for it)."""
+        assert self.pending > 0, "nothing handed out"
+        arrival = self._landed.get()
+        self._out.discard(arrival.future)
+        self.pending -= 1
+        self._in_window -= not arrival.sizing
+        return arrival
+
+    def abandon(self) -> None:
+        """Forget what is handed out: pages not started never are, the others are waited for (no request
+        outlives its loop)."""
+        for future in list(self._out):
+            future.cancel()
+        for future in list(self._out):
+            if not future.cancelled():
+                future.exception()
+        self._out.clear()
+        self._landed = queue.SimpleQueue()
+        self.pending = self._in_window = 0

@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,13 @@ from app.errors import (
     RequestTimeout,
     StorageError,
 )
-from app.fetch import FetchLoop, PageFetch, Window
+from app.fetch import FetchLoop, PageFetch
 from app.http import HttpClient
 from app.models import Page, SkippedPage
 from app.pager import (
     CountChanged,
     CountUnstable,
-    Interrupted,
+    InterruptedPage,
     PagePlan,
     PageResult,
     PastTheEnd,
@@ -48,6 +47,7 @@ from app.pager import (
     RetryPlan,
     RunState,
     UnitOutcome,
+    Window,
 )
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
@@ -802,7 +802,7 @@ def test_a_plan_cut_short_or_interrupted_ends_interrupted() -> None:
     assert plan.finished and plan.outcome.interrupted and plan.outcome.pages == 3
     other = PagePlan()
     hand_out(other)
-    other.update_state(1, Interrupted(1))
+    other.update_state(1, InterruptedPage(1))
     assert other.finished and other.outcome.interrupted and other.outcome.pages == 0
 
 
@@ -850,7 +850,8 @@ def test_a_page_listed_twice_is_one_skip() -> None:
 
 class SlowSource:
     """A PageSource answering after `latency` s, `count` records a day; it logs ("sent" |
-    "answered", day, page) in order and the most requests it had in flight at once.
+    "answered", day, page) in order (the Recorder adds "storing" / "stored") and the most
+    requests it had in flight at once.
     `fail(day, page)` says how many first attempts of a page fail with a 500."""
 
     def __init__(self, count: int, latency: float, fail: Callable[[dt.date, int], int]
@@ -909,10 +910,14 @@ class Recorder:
         pass
 
     def end(self, query: Query, outcome: UnitOutcome) -> None:
+        with self.source._lock:
+            self.source.log.append(("storing", query.start, 0))
         time.sleep(self.store_seconds)
         if self.fail_store is not None and query.start == DAY:
             raise self.fail_store
         self.outcomes[query.start] = outcome
+        with self.source._lock:
+            self.source.log.append(("stored", query.start, 0))
         self._add("stored", query)
 
     def missing(self, query: Query) -> None:
@@ -926,17 +931,14 @@ DAYS = [DAY + dt.timedelta(days=n) for n in range(3)]
 
 
 def account_loop(source: SlowSource, *, concurrency: int = 2, depth: int = 4,
-                 backoff: float = 0.0) -> tuple[FetchLoop, Window, Any, RunState]:
-    """The job's shape: a threaded window of `depth` pages (+ 2 workers for sizing pages) and
-    a storer of 2 threads beside it."""
+                 backoff: float = 0.0) -> tuple[FetchLoop, Window, RunState]:
+    """The job's shape: a threaded window of `depth` pages, 2 more workers for sizing pages."""
     state = RunState(max_skipped_pages=10)
     fetch = PageFetch(client=source, policy=RetryPolicy(backoff=(backoff,), jitter=0.0),
                       state=state, account="default")
     window = Window(fetch, concurrency=concurrency, depth=depth, threads=depth + 2)
-    storer = ThreadPoolExecutor(max_workers=2)
-    loop = FetchLoop(window=window, state=state, account="default", concurrency=concurrency,
-                     storer=storer)
-    return loop, window, storer, state
+    loop = FetchLoop(window=window, state=state, account="default", concurrency=concurrency)
+    return loop, window, state
 
 
 @pytest.mark.timeout(30)
@@ -945,8 +947,8 @@ def test_the_window_keeps_the_request_slots_busy_while_a_page_backs_off() -> Non
     0.3 s after its failure without a slot, and pages 3-12 are answered in that wait; results
     come back in the order the source answered them."""
     source = SlowSource(1200, 0.02, fail=lambda day, page: 1 if page == 2 else 0)
-    loop, window, storer, _ = account_loop(source, depth=6, backoff=0.3)
-    with window, storer:
+    loop, window, _ = account_loop(source, depth=6, backoff=0.3)
+    with window:
         arrivals = list(loop.pages(Query(DAY, DAY), PagePlan()))
     assert source.most_in_flight == 2
     answered = [(day, page) for kind, day, page in source.log if kind == "answered"]
@@ -960,17 +962,19 @@ def test_the_window_keeps_the_request_slots_busy_while_a_page_backs_off() -> Non
 def test_the_next_day_starts_in_the_last_round_and_two_days_at_most_are_open() -> None:
     """20 pages a day, 2 slots, a window of 4: day 2 starts once day 1 has at most 2 pages to
     hand out (so at least 13 of day 1 answered, day 1 not yet stored) and its first page goes
-    out before day 1's last one is answered; storing takes 0.2 s beside the fetch, and day 3
-    waits for day 1's store (two days open at most)."""
+    out before day 1's last one is answered; while day 1 is stored (0.2 s) day 2's window is
+    answered; day 3 starts after day 1 is stored (two days open at most)."""
     source = SlowSource(2000, 0.01)
     recorder = Recorder(source, store_seconds=0.2)
-    loop, window, storer, state = account_loop(source)
-    with window, storer:
+    loop, window, state = account_loop(source)
+    with window:
         arrivals = list(loop.run([Query(day, day) for day in DAYS], recorder))
     assert len(arrivals) == 60 and state.pages == 60
     assert recorder.answered_at_start[DAYS[1]] >= 20 - 2 - 4 - 1
     assert recorder.at("start", DAYS[1]) < recorder.at("stored", DAYS[0])
     assert source.index("sent", DAYS[1], 1) < source.index("answered", DAYS[0], 20)
+    storing = source.log[source.index("storing", DAYS[0], 0):source.index("stored", DAYS[0], 0)]
+    assert sum(kind == "answered" and day == DAYS[1] for kind, day, _ in storing) >= 4
     assert recorder.at("stored", DAYS[0]) < recorder.at("start", DAYS[2])
     assert all(recorder.outcomes[day] == UnitOutcome(pages=20, count=2000, total_pages=20)
                for day in DAYS)
@@ -982,8 +986,8 @@ def test_a_store_failing_stops_the_account_and_is_raised() -> None:
     interrupted, day 3 never starts, and the error comes out of the loop."""
     source = SlowSource(2000, 0.01)
     recorder = Recorder(source, fail_store=StorageError("403 on upload"))
-    loop, window, storer, state = account_loop(source)
-    with window, storer, pytest.raises(StorageError, match="403"):
+    loop, window, state = account_loop(source)
+    with window, pytest.raises(StorageError, match="403"):
         list(loop.run([Query(day, day) for day in DAYS], recorder))
     assert state.stop_reason == "fatal"
     assert recorder.outcomes[DAYS[1]].interrupted
@@ -1004,9 +1008,9 @@ def test_days_not_started_when_the_run_stops_are_missing() -> None:
 
     source = SlowSource(2000, 0.01, fail=stop_on_page_two)
     recorder = Recorder(source)
-    loop, window, storer, state = account_loop(source)
+    loop, window, state = account_loop(source)
     state_box.append(state)
-    with window, storer:
+    with window:
         list(loop.run([Query(day, day) for day in DAYS], recorder))
     assert recorder.outcomes[DAYS[0]].interrupted
     assert [e for e in recorder.events if e[0] == "missing"] == \
