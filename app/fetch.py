@@ -12,8 +12,8 @@ through its window (`FetchLoop`; both are `app.pager`), and the job's units of o
 - `FetchLoop`: the main pass over an account's queries, then the second pass. The next query starts while
   the current one is down to its last round of requests, so its first page (it sizes it) is answered by the
   time the current one's last pages are; at most `UNIT_LANES` are open. A query ends (the job stores it)
-  once the pages that came back are taken, the next one's window in flight meanwhile. A query with skipped
-  pages waits for the second pass, after every main pass.
+  once the pages that came back are taken and the next one is sized, its window in flight meanwhile. A
+  query with skipped pages waits for the second pass, after every main pass.
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ class FetchLoop:
         try:
             while True:
                 self._hand_out(plans)
-                if not self.window.has_landed():  # what came back is taken before a query ends
+                if self._may_end(plans):
                     failure = self._end_finished(plans, hooks, held, failure)
                 if failure is None and waiting and self._may_open(plans):
                     self._open_next(waiting, plans, hooks)
@@ -294,6 +294,11 @@ class FetchLoop:
             except Exception as exc:
                 failure = self._failed(failure, exc)
         return failure
+
+    def _may_end(self, plans: dict[Query, PagePlan]) -> bool:
+        """A query ends (is stored) once the pages that came back are taken and the next query is sized:
+        its window is then in flight meanwhile."""
+        return not self.window.has_landed() and not any(p.sizing and p.pending for p in plans.values())
 
     def _open_next(self, waiting: collections.deque[Query], plans: dict[Query, PagePlan],
                    hooks: UnitHooks) -> None:

@@ -92,9 +92,9 @@ class Rig:
         for item in results:
             if isinstance(item, Page):
                 writer.write(item.records)
-        return self._ids_of(writer), outcome
+        return self.ids_of(writer), outcome
 
-    def _ids_of(self, writer: UnitWriter) -> list[int]:
+    def ids_of(self, writer: UnitWriter) -> list[int]:
         writer.close()
         ids = []
         for chunk in self.chunks:
@@ -188,7 +188,7 @@ def test_retries_wait_the_seed_schedule_then_skip_and_the_second_pass_recovers(
             writer.write(item.records)
     assert again.complete
     assert rig.state.skipped == []
-    all_ids = rig._ids_of(writer)
+    all_ids = rig.ids_of(writer)
     assert sorted(all_ids) == sorted(sim.expected_ids("default", DAY, DAY))
 
 
@@ -232,7 +232,7 @@ def test_token_expiry_costs_no_page_attempt(make_simulator, rig_factory) -> None
         assert isinstance(arrival.result, Page)
         writer.write(arrival.result.records)
         _time.sleep(0.35)  # let the token expire between pages
-    ids = rig._ids_of(writer)
+    ids = rig.ids_of(writer)
     assert sorted(ids) == sorted(sim.expected_ids("default", DAY, DAY))
     assert rig.sleeps == []
     assert rig.state.as_dict()["retries"] == {}
@@ -860,17 +860,17 @@ class SlowSource:
         self.log: list[tuple[str, dt.date, int]] = []
         self.in_flight = self.most_in_flight = 0
         self.attempts: collections.Counter[tuple[dt.date, int]] = collections.Counter()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def fetch_page(self, start: dt.date, end: dt.date, page: int, limit: int) -> Page:
-        with self._lock:
+        with self.lock:
             self.attempts[(start, page)] += 1
             failing = self.attempts[(start, page)] <= self.fail(start, page)
             self.log.append(("sent", start, page))
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         time.sleep(self.latency)
-        with self._lock:
+        with self.lock:
             self.in_flight -= 1
             if failing:
                 raise HTTPStatusError("HTTP 500", status=500)
@@ -901,7 +901,7 @@ class Recorder:
             self.events.append((kind, query.start))
 
     def start(self, query: Query) -> None:
-        with self.source._lock:
+        with self.source.lock:
             self.answered_at_start[query.start] = sum(
                 1 for kind, day, _ in self.source.log if kind == "answered" and day == DAY)
         self._add("start", query)
@@ -910,13 +910,13 @@ class Recorder:
         pass
 
     def end(self, query: Query, outcome: UnitOutcome) -> None:
-        with self.source._lock:
+        with self.source.lock:
             self.source.log.append(("storing", query.start, 0))
         time.sleep(self.store_seconds)
         if self.fail_store is not None and query.start == DAY:
             raise self.fail_store
         self.outcomes[query.start] = outcome
-        with self.source._lock:
+        with self.source.lock:
             self.source.log.append(("stored", query.start, 0))
         self._add("stored", query)
 
