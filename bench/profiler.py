@@ -29,8 +29,8 @@ from typing import Any
 AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("gzip / zlib", ("gzip.py", "zlib")),
     ("JSON decode / encode", ("json/", "_json", "scanner")),
-    ("logging (structlog, StructuredLogHandler)", ("logging/", "structlog/", "app/logs.py",
-                                                   "app/messages.py")),
+    ("logging (structlog, stdlib logging)", ("logging/", "structlog/", "app/logs.py",
+                                             "app/redaction.py", "app/messages.py")),
     ("GCS client (google-cloud-storage, google-auth)", ("google/", "google_crc32c")),
     ("HTTP stack (requests, urllib3, http.client)", ("requests/", "urllib3/", "http/client.py",
                                                      "email/", "idna", "charset_normalizer")),
