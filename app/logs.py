@@ -168,6 +168,13 @@ def configure_logging(
         _handler = handler
         root.addHandler(handler)
         root.setLevel(level)
+        # google-api-core turns off propagation of the "google" logger when a client is built,
+        # unless that logger is already configured (it checks level, handlers and propagate):
+        # configured here, the libraries' records (storage retries, auth) reach our handler as
+        # JSON lines instead of Python's last-resort plain text on stderr.
+        google = logging.getLogger("google")
+        google.setLevel(level)
+        google.propagate = True
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

@@ -745,3 +745,22 @@ def test_a_record_whose_arguments_do_not_fit_still_logs() -> None:
     assert json.loads(result.stdout)["message"] == "retry %d of %d"
     assert TOKEN not in result.stdout + result.stderr
     assert "Logging error" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_google_library_records_still_reach_the_log_after_a_storage_client_is_built(
+        gcs_emulator: Any) -> None:
+    """google-api-core switches off the "google" logger's propagation when a client is built,
+    unless that logger is configured; ours is, so a storage library warning is a JSON line."""
+    from app.sinks import GCSSink
+
+    stream = json_stream()
+    sink = GCSSink(gcs_emulator.bucket, "p", endpoint=gcs_emulator.host)
+    try:
+        sink.list("")
+        assert logging.getLogger("google").propagate
+        logging.getLogger("google.cloud.storage").warning("retrying an upload")
+    finally:
+        sink.close()
+    (entry,) = [e for e in entries(stream) if e.get("logger") == "google.cloud.storage"]
+    assert entry["severity"] == "WARNING" and entry["message"] == "retrying an upload"
