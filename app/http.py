@@ -218,6 +218,11 @@ class _DeadlineAdapter(HTTPAdapter):
             pool.close()
 
 
+def _release(reaper: _Reaper, session: requests.Session) -> None:
+    reaper.close()
+    session.close()
+
+
 class _Reaper:
     """One thread that fires guards whose deadline has passed."""
 
@@ -382,6 +387,9 @@ class HttpClient:
         self._reaper = _Reaper(clock)
         self._closed = False
         self._aborted = False
+        # A client nobody closes (the original interface has no close()) must not leave its
+        # reaper thread and pooled sockets behind: they go when the client is collected.
+        weakref.finalize(self, _release, self._reaper, session)
 
     @property
     def aborted(self) -> bool:
