@@ -41,6 +41,7 @@ import psutil
 import structlog
 
 from app import logs
+from app.errors import truncate
 from app.messages import render_message
 from app.reports import render_resource_report
 
@@ -55,10 +56,7 @@ Snapshot = dict[str, object]
 
 
 def _error(exc: BaseException) -> dict[str, object]:
-    text = f"{type(exc).__name__}: {exc}"
-    if len(text) > MAX_ERROR_CHARS:
-        text = text[:MAX_ERROR_CHARS] + "…"
-    return {"error": text}
+    return {"error": truncate(f"{type(exc).__name__}: {exc}", MAX_ERROR_CHARS)}
 
 
 def _api_target(api_url: str | None) -> tuple[str, int] | None:
