@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from app.api import AccountClient
+from app.api import TOKEN_TTL, AccountClient
 from app.config import Account, Settings
 from app.errors import (
     ApiUnreachable,
@@ -63,7 +63,7 @@ from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
 from app.sinks import Sink
 from app.store import RunLayout
-from app.writer import UnitWriter
+from app.writer import CHUNK_BYTES, UnitWriter
 
 PAGE_WINDOW_FACTOR = 4
 """Pages handed out ahead per request slot: back-off waits hold no slot."""
@@ -417,8 +417,8 @@ class AccountFetch(Generic[U]):
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     sleep: Callable[[float], object] = time.sleep
-    token_ttl: float | None = None
-    chunk_bytes: int | None = None
+    token_ttl: float = TOKEN_TTL
+    chunk_bytes: int = CHUNK_BYTES
     _units: dict[Query, U] = field(default_factory=dict, init=False)
     _open: dict[Query, OpenUnit[U]] = field(default_factory=dict, init=False)
 
@@ -432,11 +432,10 @@ class AccountFetch(Generic[U]):
             http.abort_all()
         limiter = RateLimiter(per_minute=settings.requests_per_minute, min_interval=settings.request_delay,
                               clock=self.clock, sleep=self.sleep)
-        extra: dict[str, Any] = {} if self.token_ttl is None else {"token_ttl": self.token_ttl}
         client = AccountClient(base_url=settings.base_url, key=self.account.key, secret=self.account.secret,
                                http=http, limiter=limiter, clock=self.clock,
                                currency=settings.preferred_currency, on_token=register_secret,
-                               log=self.log, **extra)
+                               log=self.log, token_ttl=self.token_ttl)
         policy = RetryPolicy(max_retries=settings.max_retry_attempts, backoff=settings.retry_backoff,
                              rate_limit_delay=settings.rate_limit_delay)
         fetch = PageFetch(client=client, policy=policy, state=self.state, account=name,
@@ -465,9 +464,9 @@ class AccountFetch(Generic[U]):
         self.log.info("unit_started", date=unit.date)
         output = UnitOutput(sink=self.sink, chunk_name=functools.partial(
             self.layout.chunk, self.account.name, unit.date, self.run_id))
-        size = {} if self.chunk_bytes is None else {"chunk_bytes": self.chunk_bytes}
         writer = UnitWriter(account=self.account.name, scratch_dir=self.scratch, on_chunk=output.on_chunk,
-                            take_record=self.budget.take if self.budget.limit else None, **size)
+                            take_record=self.budget.take if self.budget.limit else None,
+                            chunk_bytes=self.chunk_bytes)
         self._open[query] = OpenUnit(unit, writer, output, started_at=self.wall_clock())
 
     def page(self, query: Query, page: Page) -> None:

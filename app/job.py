@@ -19,11 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app import summary as summary_mod
+from app.api import TOKEN_TTL
 from app.config import Account, Settings
 from app.errors import AlreadyExists, JobError, StorageError
 from app.fetch import AccountFetch, OpenUnit, RecordBudget
@@ -35,8 +36,11 @@ from app.monitor import ResourceMonitor, Watchdog
 from app.outcome import Outcome, Status, StopReason, UnitState, decide
 from app.output import put_json, read_json
 from app.pager import RunState, UnitOutcome
+from app.progress import Progress
 from app.sinks import ObjectInfo, Sink, is_compose_scratch
-from app.store import DayStore, RunLayout, Snapshot, SnapshotMeta, iso_utc, total_changes
+from app.store import DayStore, RunLayout, Snapshot, SnapshotMeta, iso_utc
+from app.summary import UnitReport
+from app.writer import CHUNK_BYTES
 
 
 @dataclass(frozen=True)
@@ -60,29 +64,6 @@ def task_share(units: list[Unit], index: int, count: int) -> list[Unit]:
 
 
 @dataclass
-class UnitReport:
-    """What became of one unit: its state, and the run's copy of its data (`object`)."""
-
-    account: str
-    date: str
-    state: UnitState
-    records: int = 0
-    pages: int = 0
-    duplicates: int = 0
-    object: str | None = None
-    size: int = 0
-    crc32c: str = ""
-    fetched_at: str | None = None
-    """When the data this run serves for the day was fetched (ISO UTC)."""
-    missing_pages: list[int] = field(default_factory=list)
-    change: dict[str, Any] | None = None
-    """Against the snapshot this run replaced (DayChange.as_dict()), if it replaced one."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "state": self.state.value}
-
-
-@dataclass
 class JobResult:
     exit_code: int
     status: str
@@ -99,8 +80,8 @@ class Job:
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] | None = None,
         stop: threading.Event | None = None,
-        chunk_bytes: int | None = None,
-        token_ttl: float | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        token_ttl: float = TOKEN_TTL,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -400,32 +381,10 @@ class Job:
         return JobResult(outcome.exit_code, outcome.status.value, result_summary)
 
     def _task_summary(self, status: Status) -> dict[str, Any]:
-        state = self.state.as_dict()
-        reports = sorted(self.reports, key=lambda r: (r.account, r.date))
-        fetched = [r for r in reports if r.state not in (UnitState.REUSED, UnitState.MISSING)]
-        return {
-            "status": status.value,
-            "task_index": self.settings.task.index,
-            "task_count": self.settings.task.count,
-            "execution": self.settings.task.execution,
-            "attempt": self.settings.task.attempt,
-            "run_id": self.run_id,
-            "stop_reason": self.state.stop_reason,
-            "records": sum(r.records for r in reports if r.object),
-            "records_fetched": sum(r.records for r in fetched if r.state != UnitState.KEPT),
-            "records_reused": sum(r.records for r in reports if r.state == UnitState.REUSED),
-            "duplicates": sum(r.duplicates for r in reports),
-            "bytes_written": sum(r.size for r in fetched),
-            "pages": state["pages"],
-            "requests": state["requests"],
-            "rereads": state["rereads"],
-            "retries": state["retries"],
-            "skipped_pages": state["skipped_pages"],
-            "units": unit_counts(r.state for r in reports),
-            "unit_reports": [r.as_dict() for r in reports],
-            "duration_seconds": round(self.clock() - self._started, 3),
-            "error": str(self._fatal) if self._fatal else None,
-        }
+        return summary_mod.task_summary(
+            self.reports, self.state.as_dict(), status=status, task=self.settings.task,
+            run_id=self.run_id, stop_reason=self.state.stop_reason,
+            duration=self.clock() - self._started, error=self._fatal)
 
     def _compose_if_last(self) -> dict[str, Any] | None:
         """If every task of this execution has finished, compose the result and write the summary.
@@ -495,32 +454,10 @@ class Job:
 
     def _write_run_summary(self, outcome: Outcome, tasks: list[dict[str, Any]],
                            result: ObjectInfo | None) -> dict[str, Any]:
-        settings = self.settings
-        merged = summary_mod.merge(tasks)
-        units = [u for t in tasks for u in t.get("unit_reports", [])]
-        if result is None:
-            merged["records"] = 0
-        resources = self.monitor.snapshot() if settings.resource_monitor_enabled else {}
-        run_summary = {
-            "status": outcome.status.value,
-            "exit_code": outcome.exit_code,
-            "start_date": settings.start_date.isoformat(),
-            "end_date": settings.end_date.isoformat(),
-            "accounts": [a.name for a in settings.accounts],
-            "currency": self.currency or None,
-            **merged,
-            "reused_days": summary_mod.days_in(units, UnitState.REUSED),
-            "kept_days": summary_mod.days_in(units, UnitState.KEPT),
-            "changes": total_changes([u["change"] for u in units if u.get("change")]),
-            "duration_seconds": round(self.clock() - self._started, 3),
-            "result": ({"uri": result.uri, "name": result.name, "size": result.size,
-                        "crc32c": result.crc32c} if result is not None else None),
-            "resources": resources,
-            "execution": settings.task.execution,
-            "task_count": settings.task.count,
-            "stop_reason": next((t.get("stop_reason") for t in tasks if t.get("stop_reason")),
-                                None),
-        }
+        resources = self.monitor.snapshot() if self.settings.resource_monitor_enabled else {}
+        run_summary = summary_mod.run_summary(
+            outcome, tasks, result, settings=self.settings, currency=self.currency,
+            duration=self.clock() - self._started, resources=resources)
         try:
             info = put_json(self.sink, self.layout.summary, run_summary,
                             replace_if=lambda old: old.get("status") != Status.SUCCEEDED)
@@ -529,53 +466,3 @@ class Job:
             return run_summary
         self.log.info("summary_written", object=info.uri, status=outcome.status.value)
         return run_summary
-
-
-def unit_counts(states: Iterable[UnitState]) -> dict[str, int]:
-    """The summary's `units`: how many units ended in each state, and the totals."""
-    counts = collections.Counter(states)
-    delivered = sum(n for state, n in counts.items() if state != UnitState.MISSING)
-    return {"total": sum(counts.values()), "done": delivered,
-            "failed": counts[UnitState.MISSING],
-            **{state.value: counts[state] for state in UnitState}}
-
-
-@dataclass
-class Progress:
-    """Run progress from pages done against pages known: never goes backwards."""
-
-    units_total: int = 0
-    pages_done: int = 0
-    _known: dict[tuple[str, str], int] = field(default_factory=dict)
-    _done: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
-    _reported: float = 0.0
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    """Held by the caller across a page and its report, so reports come out in order."""
-
-    def page_done(self, account: str, date: str, pages: int) -> bool:
-        """Count a page of (account, date), a day of `pages` pages; True when that was the
-        day's last page to arrive (pages arrive out of order)."""
-        with self.lock:
-            self.pages_done += 1
-            key = (account, date)
-            self._known[key] = max(self._known.get(key, 0), pages)
-            self._done[key] += 1
-            return self._done[key] == self._known[key]
-
-    @property
-    def fraction(self) -> float:
-        """Pages done over pages known, with the units not yet sized estimated at the mean of
-        those that are; the largest value so far, so it only goes up."""
-        with self.lock:
-            known = len(self._known)
-            if not known:
-                return self._reported
-            per_unit = sum(self._known.values()) / known
-            expected = sum(self._known.values()) + per_unit * max(self.units_total - known, 0)
-            value = min(1.0, self.pages_done / max(expected, 1.0))
-            self._reported = max(self._reported, value)
-            return self._reported
-
-    def eta(self, elapsed: float) -> float | None:
-        fraction = self.fraction
-        return round(elapsed / fraction - elapsed, 1) if fraction > 0 else None
