@@ -186,6 +186,8 @@ def compare(account: str, date: str, old: Sink | None, old_name: str | None,
                 if not line.strip():
                     continue
                 record = orjson.loads(line)
+                if isinstance(record.get("conversion_id"), float):  # orjson: an int past 64 bits
+                    record = json.loads(line)
                 key = id_key(record.get("conversion_id"))
                 if key is None:
                     continue
