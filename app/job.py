@@ -182,7 +182,7 @@ class Job:
         """Serve the unit from its day snapshot if that is complete, in this currency, and
         fresh (or this execution's own): resume, and the overlap of two ranges."""
         name = unit.account.name
-        for _ in range(3):
+        for attempt in range(3):
             snapshot = self.store.look(name, unit.date)
             if not self.store.reusable(snapshot, now=self.wall_clock(),
                                        max_age=self.settings.snapshot_max_age,
@@ -190,7 +190,7 @@ class Job:
                                        currency=self.currency):
                 return False
             assert snapshot is not None and snapshot.meta is not None
-            info = self._serve(unit, snapshot, attempt=_)
+            info = self._serve(unit, snapshot, attempt=attempt)
             if info is None:
                 continue  # replaced meanwhile: look again
             self.log.info("snapshot_reused", account=name, date=unit.date,
