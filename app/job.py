@@ -416,25 +416,37 @@ class Job:
             return previous
         try:
             result = self._compose_result(sources)
-        except AlreadyExists:
+        except StorageError:
+            # Another task of this execution got here at the same time, composed the result,
+            # wrote the summary and swept the day copies this compose was reading.
+            written = read_json(self.sink, self.layout.summary)
+            if written is None:
+                raise
             self.log.info("result_composed_elsewhere", object=self.layout.result)
-            return None
+            return written
         return self._write_run_summary(outcome, tasks, result)
 
     def _compose_result(self, sources: list[str]) -> ObjectInfo:
-        existing = self.sink.stat(self.layout.result)
-        generation: int | None = 0
-        if existing is not None:
-            generation = existing.generation  # an earlier attempt's partial result: replace it
-        if sources:
-            info = self.sink.compose(self.layout.result, sources, if_generation_match=generation)
-        else:
-            info = self.sink.put_bytes(self.layout.result, gzip.compress(b""),
-                                       content_type="application/gzip",
-                                       if_generation_match=generation)
+        """Compose the execution's result, create-only: the very same compose by a concurrent
+        task is recognised as done (the sink's compose marker); a different result left by an
+        earlier attempt (a partial one) is replaced by generation."""
+        try:
+            info = self._write_result(sources, if_generation_match=0)
+        except AlreadyExists:
+            existing = self.sink.stat(self.layout.result)
+            if existing is None:
+                raise
+            info = self._write_result(sources, if_generation_match=existing.generation)
         self.log.info("result_composed", object=info.uri, bytes=info.size, parts=len(sources))
-        self._sweep_scratch()
         return info
+
+    def _write_result(self, sources: list[str], *, if_generation_match: int) -> ObjectInfo:
+        if sources:
+            return self.sink.compose(self.layout.result, sources,
+                                     if_generation_match=if_generation_match)
+        return self.sink.put_bytes(self.layout.result, gzip.compress(b""),
+                                   content_type="application/gzip",
+                                   if_generation_match=if_generation_match)
 
     def _sweep_scratch(self) -> None:
         """After the result: delete this execution's scratch (the day copies it composed, chunks
@@ -465,4 +477,8 @@ class Job:
             self.log.info("summary_written_elsewhere", object=self.layout.summary)
             return run_summary
         self.log.info("summary_written", object=info.uri, status=outcome.status.value)
+        if result is not None:
+            # Only now: a task composing beside this one may still read the day copies, and
+            # finds this summary when they are gone.
+            self._sweep_scratch()
         return run_summary
