@@ -33,7 +33,7 @@ from app.logs import current_language, get_logger
 from app.messages import render_message
 from app.models import Page
 from app.monitor import ResourceMonitor, Watchdog
-from app.outcome import Outcome, Status, StopReason, UnitState, decide
+from app.outcome import EXIT_OK, Outcome, Status, StopReason, UnitState, decide
 from app.output import put_json, read_json
 from app.pager import RunState, UnitOutcome
 from app.progress import Progress
@@ -136,7 +136,7 @@ class Job:
         existing = read_json(self.sink, self.layout.summary)
         if existing is not None and existing.get("status") == Status.SUCCEEDED:
             self.log.info("range_already_complete", object=self.layout.summary)
-            return JobResult(summary_mod.EXIT_OK, Status.SUCCEEDED, existing)
+            return JobResult(EXIT_OK, Status.SUCCEEDED, existing)
 
         todo: dict[str, list[Unit]] = {}
         for unit in mine:

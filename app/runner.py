@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from app.config import CloudRunTask, InvalidSetting, Settings
 from app.errors import ConfigError, JobError, StorageCredentialsError
 from app.outcome import EXIT_RETRY, StopReason, decide
+from app.store import RunLayout
 
 if TYPE_CHECKING:
     from app.sinks import Sink
@@ -58,7 +59,7 @@ def open_sink(settings: Settings) -> Sink:
 
     sink = make_sink(bucket=settings.gcs_bucket, prefix=settings.gcs_prefix,
                      output_dir=settings.output_dir, endpoint=settings.storage_emulator_host)
-    sink.list(f"runs/{settings.range_name}/{settings.task.execution}/")
+    sink.list(RunLayout(settings.range_name, settings.task.execution).prefix)
     return sink
 
 

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.config import CloudRunTask, Settings
-from app.outcome import EXIT_CONFIG, EXIT_OK, EXIT_RETRY, EXIT_SKIPPED, Outcome, Status, UnitState
+from app.outcome import Outcome, Status, UnitState
 from app.sinks import ObjectInfo
 from app.store import total_changes
 
-__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_RETRY", "EXIT_SKIPPED", "UnitReport", "days_in",
-           "merge", "run_summary", "task_summary", "unit_counts"]
+__all__ = ["UnitReport", "days_in", "merge", "run_summary", "task_summary", "unit_counts"]
 
 
 @dataclass
