@@ -23,6 +23,7 @@ from app.errors import (
     InvalidCredentials,
     RateLimited,
     RequestRejected,
+    ShortPage,
     TokenRejected,
     truncate,
 )
@@ -278,9 +279,11 @@ class AccountClient:
             next_page=next_page if isinstance(next_page, int) else None,
             records=records,
         )
-        if not records and page < result.pages:
-            raise EmptyPage(
-                f"page {page} of {result.pages} came back empty (count {count})",
-                status=response.status,
+        if len(records) < result.expected:
+            short = ShortPage if records else EmptyPage
+            raise short(
+                f"page {result.page} of {result.pages} holds {len(records)} of the "
+                f"{result.expected} records its answer implies (count {count}, limit {result.limit})",
+                status=response.status, answer=result,
             )
         return result

@@ -149,6 +149,11 @@ class Settings:
         "seconds; a complete day snapshot in the same currency that is younger than this, or"
         " was written by this same execution (a task retry), is reused, not fetched again; 0"
         " fetches every day anew except this execution's own")
+    allow_snapshot_shrink: bool = _setting(
+        "ALLOW_SNAPSHOT_SHRINK", "false", v.boolean, v.TRUE_FALSE,
+        "true lets this execution replace a complete day snapshot with a complete fetch that"
+        " lacks some of its records (upstream really deleted them); false keeps the snapshot,"
+        " lists the day in kept_days (reason shrank) and exits 3")
     request_timeout: float = _setting(
         "REQUEST_TIMEOUT", "30", v.request_timeout,
         Text(f"seconds > 0, at most {MAX_REQUEST_TIMEOUT:g}",

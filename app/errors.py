@@ -11,7 +11,8 @@ whether a retry can help and which summary bucket it counts in.
     │   │   ├── RateLimited            "rate_limited" 429, with the server's Retry-After if any
     │   │   ├── BadJSON                "json_decode"  body is not the JSON we expect
     │   │   ├── EnvelopeError          "api_error"    HTTP 200 with "status": "error"
-    │   │   ├── EmptyPage              "empty_page"   no records on a page before the last
+    │   │   ├── EmptyPage              "empty_page"   a page with none of the records its answer implies
+    │   │   ├── ShortPage              "short_page"   a page with some, not all, of them
     │   │   └── TokenRejected          "token"        401 for a bad/expired token: re-authenticate once
     │   ├── RequestInterrupted     "interrupted"  cut short by SIGTERM (abort): not a skip, not a retry
     │   └── FatalFetchError        retrying cannot help
@@ -29,6 +30,11 @@ to a class; everyone else catches these classes.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.models import Page
 
 MAX_DETAIL_CHARS = 300
 """Error bodies and texts are cut to this many characters before they reach a message or a log."""
@@ -97,7 +103,22 @@ class EnvelopeError(RetryableFetchError):
 
 
 class EmptyPage(RetryableFetchError):
+    """A page answer (HTTP 200, valid envelope) holding fewer records than its own `count` and
+    `limit` say its place holds: none of them. `answer` is the page as it came (its records
+    are kept if every attempt stays short)."""
+
     error_class = "empty_page"
+
+    def __init__(self, message: str, *, status: int | None = None, answer: Page | None = None
+                 ) -> None:
+        super().__init__(message, status=status)
+        self.answer = answer
+
+
+class ShortPage(EmptyPage):
+    """Like `EmptyPage`, with some of the records."""
+
+    error_class = "short_page"
 
 
 class TokenRejected(RetryableFetchError):

@@ -34,6 +34,7 @@ from app.config import Account, Settings
 from app.errors import (
     ApiUnreachable,
     ConnectFailed,
+    EmptyPage,
     FatalFetchError,
     FetchError,
     JobError,
@@ -42,7 +43,7 @@ from app.errors import (
 from app.http import HttpClient
 from app.logs import register_secret
 from app.models import Page, SkippedPage
-from app.outcome import StopReason
+from app.outcome import DayFetch, Disposition, StopReason, settle
 from app.output import UnitOutput
 from app.pager import (
     Arrival,
@@ -57,6 +58,7 @@ from app.pager import (
     RunState,
     UnitOutcome,
     Window,
+    answered,
     apply_note,
 )
 from app.ratelimit import RateLimiter
@@ -116,6 +118,7 @@ class PageFetch:
         """Every attempt at page `page` of `q`, each request sent holding `slot` (a request slot of the
         window; the wait for it counts as `wait_ms`)."""
         attempt = 0
+        partial: Page | None = None  # the fullest answer of a page that stayed short
         while True:
             attempt += 1
             queued = self._clock()
@@ -153,6 +156,9 @@ class PageFetch:
                 return InterruptedPage(page)
             self.state.count_error(error.error_class)
             self._reach(error)
+            if isinstance(error, EmptyPage) and error.answer is not None and (
+                    partial is None or len(error.answer.records) > len(partial.records)):
+                partial = error.answer
             fields = {"account": self.account, "date": q.label, "page": page, "attempt": attempt,
                       "error_class": error.error_class, "error": str(error), **timing}
             if self.policy.should_retry(attempt, error):
@@ -163,7 +169,8 @@ class PageFetch:
                 continue  # a stop during the wait: the next attempt is not sent
             self.log.error("page_skipped", **fields, attempts=attempt)
             self._trouble("skip", fields)
-            skip = SkippedPage(self.account, q.label, page, attempt, error.error_class, str(error))
+            skip = SkippedPage(self.account, q.label, page, attempt, error.error_class, str(error),
+                               partial=partial)
             self.state.add_skip(skip)
             return skip
 
@@ -195,12 +202,14 @@ class PageFetch:
 
 
 class UnitHooks(Protocol):
-    """What the loop says of each query: started, a page fetched, ended (after the second pass if it had
-    one; also when cut short), or never started (the run stopped first)."""
+    """What the loop says of each query: started, a page's records (a page that stayed short
+    included), ended (after the second pass if it had one; also when cut short), or never started
+    (the run stopped first). `end` returns True to have the query read once more from the start
+    (a refresh that would lose records of the stored day: the job's `settle` decides)."""
 
     def start(self, query: Query) -> None: ...
     def page(self, query: Query, page: Page) -> None: ...
-    def end(self, query: Query, outcome: UnitOutcome) -> None: ...
+    def end(self, query: Query, outcome: UnitOutcome) -> bool: ...
     def missing(self, query: Query) -> None: ...
 
 
@@ -214,29 +223,55 @@ class FetchLoop:
         self.log: EventLog = log or NullLog()
 
     def run(self, queries: Sequence[Query], hooks: UnitHooks) -> Iterator[Arrival]:
-        """The main pass over every query, then the second pass over the pages still skipped; each result is
-        yielded after `hooks.page` had it. A fatal error (bad credentials, an unreachable API, storage
-        failing) starts no new query and is raised once the open ones have ended."""
+        """The main pass over every query, then the second pass over the pages still skipped, then
+        the queries whose end asked to be read again (each read anew, with its own second pass);
+        each result is yielded after `hooks.page` had its records. A fatal error (bad credentials,
+        an unreachable API, storage failing) starts no new query and is raised once the open ones
+        have ended."""
         held: list[tuple[Query, UnitOutcome]] = []
-        yield from self._main_pass(queries, hooks, held)
+        again: list[Query] = []
+        yield from self._main_pass(queries, hooks, held, again)
         held.sort(key=lambda entry: entry[0].start)
         if held and not self.state.stopped:
             self.log.info("second_pass_started", pages=sum(len(o.skipped) for _q, o in held))
         for query, first in held:
-            if self.state.stopped and self.state.stop_reason != StopReason.MAX_RECORDS:
-                hooks.end(query, replace(first, interrupted=True))
+            outcome = yield from self._second_pass(query, first, hooks)
+            if hooks.end(query, outcome):
+                again.append(query)
+        for query in again:
+            if self.state.stopped:
+                hooks.missing(query)
                 continue
-            plan = RetryPlan(first.skipped)
-            with closing(self.pages(query, plan)) as arrivals:
-                for arrival in arrivals:
-                    if isinstance(arrival.result, Page):
-                        hooks.page(query, arrival.result)
-                    yield arrival
+            hooks.start(query)
+            plan = PagePlan()
+            yield from self._feed(query, plan, hooks)
             outcome = plan.outcome
-            outcome.pages += first.pages
-            if outcome.count is None:
-                outcome.count, outcome.total_pages = first.count, first.total_pages
-            hooks.end(query, outcome)
+            if not (outcome.complete or outcome.interrupted):
+                outcome = yield from self._second_pass(query, outcome, hooks)
+            hooks.end(query, outcome)  # read once more already: its verdict is final
+
+    def _second_pass(self, query: Query, first: UnitOutcome, hooks: UnitHooks
+                     ) -> Generator[Arrival, None, UnitOutcome]:
+        """The skipped pages of `query` again (nothing when the run stopped, unless it stopped at
+        MAX_RECORDS_LIMIT); how the query ended, both passes together."""
+        if self.state.stopped and self.state.stop_reason != StopReason.MAX_RECORDS:
+            return replace(first, interrupted=True)
+        plan = RetryPlan(first.skipped)
+        yield from self._feed(query, plan, hooks)
+        outcome = plan.outcome
+        outcome.pages += first.pages
+        if outcome.count is None:
+            outcome.count, outcome.total_pages = first.count, first.total_pages
+        return outcome
+
+    def _feed(self, query: Query, plan: Plan, hooks: UnitHooks) -> Iterator[Arrival]:
+        """One plan alone, each page's records to `hooks.page`."""
+        with closing(self.pages(query, plan)) as arrivals:
+            for arrival in arrivals:
+                page = answered(arrival.result)
+                if page is not None:
+                    hooks.page(query, page)
+                yield arrival
 
     def pages(self, query: Query, plan: Plan) -> Generator[Arrival, None, None]:
         """One plan alone, its results as they arrive; `plan.outcome` says how it ended."""
@@ -247,7 +282,7 @@ class FetchLoop:
             self.window.abandon()
 
     def _main_pass(self, queries: Sequence[Query], hooks: UnitHooks,
-                   held: list[tuple[Query, UnitOutcome]]) -> Iterator[Arrival]:
+                   held: list[tuple[Query, UnitOutcome]], again: list[Query]) -> Iterator[Arrival]:
         waiting = collections.deque(queries)
         plans: dict[Query, PagePlan] = {}
         failure: Exception | None = None
@@ -255,7 +290,7 @@ class FetchLoop:
             while True:
                 self._hand_out(plans)
                 if self._may_end(plans):
-                    failure = self._end_finished(plans, hooks, held, failure)
+                    failure = self._end_finished(plans, hooks, held, again, failure)
                 if failure is None and waiting and self._may_open(plans):
                     self._open_next(waiting, plans, hooks)
                     continue
@@ -266,8 +301,9 @@ class FetchLoop:
                     continue  # a page of a query that failed
                 try:
                     self._land(plans[arrival.query], arrival)
-                    if isinstance(arrival.result, Page):
-                        hooks.page(arrival.query, arrival.result)
+                    page = answered(arrival.result)
+                    if page is not None:
+                        hooks.page(arrival.query, page)
                 except Exception as exc:
                     failure = self._failed(failure, exc)
                     del plans[arrival.query]
@@ -279,18 +315,21 @@ class FetchLoop:
             raise failure
 
     def _end_finished(self, plans: dict[Query, PagePlan], hooks: UnitHooks,
-                      held: list[tuple[Query, UnitOutcome]], failure: Exception | None
-                      ) -> Exception | None:
+                      held: list[tuple[Query, UnitOutcome]], again: list[Query],
+                      failure: Exception | None) -> Exception | None:
         """End the queries whose main pass is over: to the job (stored, or dropped when cut short), or held
         for the second pass."""
         for query in [q for q, plan in plans.items() if plan.finished]:
             outcome = plans.pop(query).outcome
-            if not (outcome.complete or outcome.interrupted
-                    or self.state.stop_reason == StopReason.MAX_RECORDS):
+            stop = self.state.stop_reason
+            verdict = settle(DayFetch(interrupted=outcome.interrupted, skipped=bool(outcome.skipped),
+                                      stop_reason=StopReason(stop) if stop else None))
+            if verdict.disposition is Disposition.HOLD:
                 held.append((query, outcome))
                 continue
             try:
-                hooks.end(query, outcome)
+                if hooks.end(query, outcome):
+                    again.append(query)
             except Exception as exc:
                 failure = self._failed(failure, exc)
         return failure
@@ -386,6 +425,8 @@ class OpenUnit(Generic[U]):
     output: UnitOutput
     started_at: float
     """Wall clock at the start of the fetch: the snapshot's `fetched_at`."""
+    read_again: bool = False
+    """The unit's second read (its first would have lost records of the stored day)."""
 
     def discard(self) -> None:
         """Nothing of it is kept: the writer's scratch and the chunks uploaded so far go."""
@@ -410,7 +451,7 @@ class AccountFetch(Generic[U]):
     scratch: Path
     clients: list[HttpClient]
     log: Any
-    on_unit_done: Callable[[OpenUnit[U], UnitOutcome], None]
+    on_unit_done: Callable[[OpenUnit[U], UnitOutcome], bool]
     on_unit_missing: Callable[[U], None]
     on_page: Callable[[str, dt.date, Page, float], None]
     on_trouble: Callable[[str, dict[str, Any]], None]
@@ -421,6 +462,7 @@ class AccountFetch(Generic[U]):
     chunk_bytes: int = CHUNK_BYTES
     _units: dict[Query, U] = field(default_factory=dict, init=False)
     _open: dict[Query, OpenUnit[U]] = field(default_factory=dict, init=False)
+    _started: set[Query] = field(default_factory=set, init=False)
 
     def run(self, units: Sequence[U]) -> None:
         settings, name = self.settings, self.account.name
@@ -467,7 +509,9 @@ class AccountFetch(Generic[U]):
         writer = UnitWriter(account=self.account.name, scratch_dir=self.scratch, on_chunk=output.on_chunk,
                             take_record=self.budget.take if self.budget.limit else None,
                             chunk_bytes=self.chunk_bytes)
-        self._open[query] = OpenUnit(unit, writer, output, started_at=self.wall_clock())
+        self._open[query] = OpenUnit(unit, writer, output, started_at=self.wall_clock(),
+                                     read_again=query in self._started)
+        self._started.add(query)
 
     def page(self, query: Query, page: Page) -> None:
         writer = self._open[query].writer
@@ -477,8 +521,8 @@ class AccountFetch(Generic[U]):
                 self.log.warning("max_records_reached", limit=self.budget.limit)
                 self.state.request_stop(StopReason.MAX_RECORDS)
 
-    def end(self, query: Query, outcome: UnitOutcome) -> None:
-        self.on_unit_done(self._open.pop(query), outcome)
+    def end(self, query: Query, outcome: UnitOutcome) -> bool:
+        return self.on_unit_done(self._open.pop(query), outcome)
 
     def missing(self, query: Query) -> None:
         self.on_unit_missing(self._units[query])

@@ -23,7 +23,7 @@ from app.fetch import FetchLoop, PageFetch
 from app.http import HttpClient
 from app.logs import configure_logging, get_logger, register_secret, resolve_format
 from app.models import Page
-from app.pager import Query, RunState, UnitOutcome, Window
+from app.pager import Query, RunState, UnitOutcome, Window, answered
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
 
@@ -127,8 +127,9 @@ class InvolveAsiaAPI:
 
         try:
             for arrival in loop.run([query], _OnEnd(ended)):
-                if isinstance(arrival.result, Page):
-                    for record in arrival.result.records:
+                page = answered(arrival.result)
+                if page is not None:
+                    for record in page.records:
                         key = record.get("conversion_id")
                         if key is None or key not in seen:
                             seen.add(key)
@@ -251,8 +252,9 @@ class _OnEnd:
     def page(self, query: Query, page: Page) -> None:
         pass
 
-    def end(self, query: Query, outcome: UnitOutcome) -> None:
+    def end(self, query: Query, outcome: UnitOutcome) -> bool:
         self._ended(outcome)
+        return False
 
     def missing(self, query: Query) -> None:
         pass

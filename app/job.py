@@ -33,12 +33,25 @@ from app.logs import current_language, get_logger
 from app.messages import render_message
 from app.models import Page
 from app.monitor import ResourceMonitor, Watchdog
-from app.outcome import EXIT_OK, Outcome, Status, StopReason, UnitState, decide
+from app.outcome import (
+    EXIT_OK,
+    DayFetch,
+    Disposition,
+    KeepReason,
+    Outcome,
+    Status,
+    StopReason,
+    StoredDay,
+    UnitState,
+    Verdict,
+    decide,
+    settle,
+)
 from app.output import put_json, read_json
 from app.pager import RunState, UnitOutcome
 from app.progress import Progress
 from app.sinks import ObjectInfo, Sink, is_compose_scratch
-from app.store import DayStore, RunLayout, Snapshot, SnapshotMeta, iso_utc
+from app.store import DayChange, DayStore, Replacement, RunLayout, Snapshot, SnapshotMeta, iso_utc
 from app.summary import UnitReport
 from app.writer import CHUNK_BYTES
 
@@ -51,6 +64,10 @@ class Unit:
     @property
     def date(self) -> str:
         return self.day.isoformat()
+
+
+def _records(snapshot: Snapshot) -> int | None:
+    return snapshot.meta.records if snapshot.meta is not None else None
 
 
 def plan_units(settings: Settings) -> list[Unit]:
@@ -231,20 +248,27 @@ class Job:
 
     # ------------------------------------------------------------------ one unit's data
 
-    def _finish_unit(self, open_unit: OpenUnit[Unit], outcome: UnitOutcome, log: Any) -> None:
-        """Store the fetched day in the run's folder, then in the day store if it ranks above
-        the snapshot there; serve the better of the two."""
+    def _finish_unit(self, open_unit: OpenUnit[Unit], outcome: UnitOutcome, log: Any) -> bool:
+        """Settle a fetched day (`outcome.settle` decides, this carries it out): drop it, store it
+        in the run's folder and then in the day store if it ranks above the snapshot there, or
+        keep the complete snapshot there. True: read the day once more (a refresh that would
+        lose records of the stored day)."""
         unit, writer = open_unit.unit, open_unit.writer
         name = unit.account.name
-        capped = self.state.stop_reason == StopReason.MAX_RECORDS and (
-            writer.capped or not outcome.complete)
-        if outcome.interrupted and not capped:  # cut short: nothing of it is kept
+        stop = self._stop_reason()
+        day = DayFetch(interrupted=outcome.interrupted, skipped=bool(outcome.skipped),
+                       capped=writer.capped, records=writer.records, count=outcome.count,
+                       second_pass_done=True, read_again=open_unit.read_again, stop_reason=stop)
+        if settle(day).disposition is Disposition.DROP:  # cut short: nothing of it is kept
             open_unit.discard()
             self._missing(unit, outcome.skipped)
-            return
-        complete = outcome.complete and not writer.capped
+            return False
+        capped = stop is StopReason.MAX_RECORDS and (writer.capped or not outcome.complete)
+        if day.short and not (outcome.interrupted or outcome.skipped or writer.capped):
+            log.warning("day_short", date=unit.date, records=writer.records, count=outcome.count)
         writer.close()
-        part = self.layout.part(name, unit.date, self.run_id)
+        part = self.layout.part(name, unit.date,
+                                f"{self.run_id}-again" if open_unit.read_again else self.run_id)
         try:
             info = open_unit.output.finish(part)
         except AlreadyExists:
@@ -253,29 +277,43 @@ class Job:
         counts = collections.Counter(statuses.values())
         meta = SnapshotMeta(fetched_at=open_unit.started_at,
                             execution=self.settings.task.execution, records=writer.records,
-                            complete=complete, currency=self.currency, statuses=counts)
-        replacement = self.store.replace(name, unit.date, info, meta, statuses)
+                            complete=day.complete, currency=self.currency, statuses=counts)
+        verdicts: list[Verdict] = []
+
+        def accept(current: Snapshot | None, change: DayChange | None) -> bool:
+            stored = None if current is None else StoredDay(
+                complete=current.complete, ranks_higher=change is None,
+                missing=change.removed if change is not None else 0)
+            verdicts.append(settle(day, stored,
+                                   allow_shrink=self.settings.allow_snapshot_shrink))
+            return verdicts[-1].disposition is Disposition.STORE
+
+        replacement = self.store.replace(name, unit.date, info, meta, statuses, accept=accept)
         writer.release()
+        verdict = verdicts[-1]
         report = UnitReport(name, unit.date, UnitState.FETCHED, records=writer.records,
                             pages=outcome.pages, duplicates=writer.duplicates, object=info.name,
                             size=info.size, crc32c=info.crc32c,
                             fetched_at=iso_utc(open_unit.started_at),
                             missing_pages=list(outcome.skipped))
-        if not complete:
+        if not day.complete:
             report.state = UnitState.CAPPED if capped else UnitState.INCOMPLETE
-        if replacement.replaced:
+        if verdict.disposition is Disposition.REREAD:
             assert replacement.change is not None and replacement.current is not None
-            stored = replacement.current.info
-            log.info("snapshot_replaced", date=unit.date, object=stored.uri, bytes=stored.size,
-                     records=writer.records, complete=complete)
-            report.change = replacement.change.as_dict()
-            if replacement.change.changed:
-                change = replacement.change
-                log.info("day_changed", date=unit.date, added=change.added,
-                         removed=change.removed, transitions=dict(change.transitions),
-                         changed=sum(change.transitions.values()))
-        elif not complete and replacement.current is not None and replacement.current.complete:
-            kept = self._keep(unit, replacement.current, report, log)
+            log.warning("day_reread", date=unit.date, records=writer.records,
+                        stored_records=_records(replacement.current),
+                        missing=replacement.change.removed)
+            self._delete_quietly(info.name, log)
+            return True
+        if replacement.replaced:
+            self._replaced(unit, replacement, report, log)
+        elif verdict.disposition is Disposition.KEEP:
+            assert replacement.current is not None and verdict.reason is not None
+            if verdict.reason is KeepReason.SHRANK:
+                assert replacement.change is not None
+                log.warning("day_shrank", date=unit.date, kept_records=_records(replacement.current),
+                            fetched_records=writer.records, missing=replacement.change.removed)
+            kept = self._keep(unit, replacement.current, report, verdict.reason, log)
             if kept is not None:
                 report = kept
         log.info("unit_finished", date=unit.date, records=writer.records, pages=outcome.pages,
@@ -283,29 +321,53 @@ class Job:
                  rereads=outcome.rereads, state=report.state.value,
                  snapshot="replaced" if replacement.replaced else "kept")
         self._add_report(report)
+        return False
 
-    def _keep(self, unit: Unit, current: Snapshot, fetched: UnitReport, log: Any
-              ) -> UnitReport | None:
-        """The refresh stayed incomplete: serve the older complete snapshot instead."""
+    def _replaced(self, unit: Unit, replacement: Replacement, report: UnitReport, log: Any) -> None:
+        """The fetch is the day's snapshot now: say so, and what changed."""
+        assert replacement.change is not None and replacement.current is not None
+        stored, change = replacement.current, replacement.change
+        log.info("snapshot_replaced", date=unit.date, object=stored.info.uri, bytes=stored.info.size,
+                 records=report.records, complete=stored.complete)
+        report.change = change.as_dict()
+        if change.changed:
+            log.info("day_changed", date=unit.date, added=change.added, removed=change.removed,
+                     transitions=dict(change.transitions), changed=sum(change.transitions.values()))
+
+    def _keep(self, unit: Unit, current: Snapshot, fetched: UnitReport, reason: KeepReason,
+              log: Any) -> UnitReport | None:
+        """The refresh stayed incomplete, or would have lost records: serve the older complete
+        snapshot instead. None when the day's snapshot changed meanwhile to one that is not
+        complete (the fetch is then served as it is)."""
         assert current.meta is not None
         for attempt in range(3):
             info = self._serve(unit, current, attempt=attempt)
             if info is not None:
                 log.warning("snapshot_kept", date=unit.date, records=current.meta.records,
-                            fetched_at=iso_utc(current.meta.fetched_at),
+                            fetched_at=iso_utc(current.meta.fetched_at), reason=reason.value,
                             missing_pages=fetched.missing_pages)
-                self.sink.delete(fetched.object or "")
+                self._delete_quietly(fetched.object or "", log)
                 return UnitReport(unit.account.name, unit.date, UnitState.KEPT,
                                   records=current.meta.records, pages=fetched.pages,
                                   duplicates=fetched.duplicates, object=info.name,
                                   size=info.size, crc32c=info.crc32c,
                                   fetched_at=iso_utc(current.meta.fetched_at),
-                                  missing_pages=fetched.missing_pages)
+                                  missing_pages=fetched.missing_pages, reason=reason.value,
+                                  fetched_records=fetched.records)
             found = self.store.look(unit.account.name, unit.date)
             if found is None or not found.complete:
                 return None
             current = found
         return None
+
+    def _delete_quietly(self, name: str, log: Any) -> None:
+        """Remove a run copy this run will not serve; what stays is swept after the result."""
+        if not name:
+            return
+        try:
+            self.sink.delete(name)
+        except StorageError as exc:
+            log.warning("cleanup_failed", object=name, error=str(exc))
 
     def _existing(self, name: str) -> ObjectInfo:
         info = self.sink.stat(name)

@@ -70,10 +70,33 @@ CATALOG: dict[str, tuple[str, str]] = {
         " {fetched_at})",
     ),
     "snapshot_kept": (
-        "🛟 {account} {date} 本次刷新仍缺页，保留此前的完整快照（{records}条记录，抓取于"
+        "🛟 {account} {date} 本次刷新未被采用，保留此前的完整快照（{records}条记录，抓取于"
         " {fetched_at}）",
-        "🛟 {account} {date}: the refresh kept missing pages; keeping the earlier complete"
+        "🛟 {account} {date}: the refresh is not stored; keeping the earlier complete"
         " snapshot ({records} records, fetched {fetched_at})",
+    ),
+    "day_empty_confirm": (
+        "🔎 {account} {date} 接口称当天没有记录，再询问一次确认",
+        "🔎 {account} {date}: the API reports no records; asking once more to confirm",
+    ),
+    "day_short": (
+        "⚠️ {account} {date} 只拿到{records}条记录，少于接口所说的{count}条：当天不完整",
+        "⚠️ {account} {date}: {records} records, fewer than the {count} the API reports;"
+        " the day is incomplete",
+    ),
+    "day_reread": (
+        "🔁 {account} {date} 刷新结果缺少已存快照中的{missing}条记录（{records}条，已存"
+        "{stored_records}条），重新抓取一次",
+        "🔁 {account} {date}: the refresh lacks {missing} records of the stored snapshot"
+        " ({records} vs {stored_records}); reading the day once more",
+    ),
+    "day_shrank": (
+        "⚠️ {account} {date} 两次抓取都缺少已存快照中的{missing}条记录（抓到{fetched_records}条，"
+        "已存{kept_records}条）：保留原快照；若上游确实删除了记录，请以"
+        " ALLOW_SNAPSHOT_SHRINK=true 重新回填",
+        "⚠️ {account} {date}: read twice, the API still lacks {missing} records of the stored"
+        " snapshot ({fetched_records} fetched, {kept_records} kept): keeping the snapshot; if"
+        " upstream really deleted them, backfill with ALLOW_SNAPSHOT_SHRINK=true",
     ),
     "day_changed": (
         "🔁 {account} {date} 数据有变化：新增{added}条，移除{removed}条，状态变更{changed}条",
@@ -296,6 +319,7 @@ _ERROR_CLASS_LABELS: dict[str, tuple[str, str]] = {
     "json_decode": ("JSON解析错误", "JSON decode error"),
     "api_error": ("API错误", "API error"),
     "empty_page": ("空页", "empty page"),
+    "short_page": ("残缺页", "short page"),
     "token": ("令牌失效", "token rejected"),
     "auth": ("认证失败", "authentication failed"),
     "validation": ("参数错误", "invalid request"),

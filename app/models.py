@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -21,15 +21,29 @@ class Page:
     def pages(self) -> int:
         return max(1, math.ceil(self.count / self.limit)) if self.limit else 1
 
+    @property
+    def expected(self) -> int:
+        """How many records this page must hold by its own answer: `limit` before the last
+        page, `count - (pages - 1) * limit` on the last, none past it."""
+        if self.page > self.pages:
+            return 0
+        if self.page < self.pages:
+            return self.limit
+        return max(self.count - (self.pages - 1) * self.limit, 0)
+
 
 @dataclass(frozen=True)
 class SkippedPage:
+    """A page given up on after its last attempt. `partial` is the fullest answer a short page
+    gave (its records are kept; the day stays incomplete), None when no attempt answered."""
+
     account: str
     date: str
     page: int
     attempts: int
     error_class: str
     error: str
+    partial: Page | None = field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"account": self.account, "date": self.date, "page": self.page,

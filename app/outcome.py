@@ -48,6 +48,101 @@ class Status(enum.StrEnum):
     FAILED = "failed"
 
 
+class Disposition(enum.StrEnum):
+    """What becomes of one fetched (account, day): decided by `settle`, nowhere else."""
+
+    HOLD = "hold"
+    """Pages stayed skipped in the main pass: fetch them again in the second pass first."""
+    DROP = "drop"
+    """Cut short (SIGTERM, the skip cap, a fatal error): nothing of it is kept."""
+    REREAD = "reread"
+    """A complete fetch lacks records of the complete snapshot it would replace: read the day
+    once more before believing it."""
+    STORE = "store"
+    """Becomes the day's snapshot if it ranks above the one there (complete or not)."""
+    KEEP = "keep"
+    """The complete snapshot there stays and is served; `Verdict.reason` says why."""
+
+
+class KeepReason(enum.StrEnum):
+    INCOMPLETE = "incomplete"
+    """The fetch stayed incomplete (pages skipped, short, capped)."""
+    SHRANK = "shrank"
+    """The fetch, read twice, still lacks records of the stored snapshot."""
+
+
+@dataclass(frozen=True)
+class DayFetch:
+    """How the fetch of one day ended, as `settle` needs it."""
+
+    interrupted: bool = False
+    skipped: bool = False
+    """Pages still skipped (after the second pass, once `second_pass_done`)."""
+    capped: bool = False
+    """MAX_RECORDS_LIMIT cut it short."""
+    records: int = 0
+    """Records after dedupe."""
+    count: int | None = None
+    """The `count` of the day's last answer (None: no page answered)."""
+    second_pass_done: bool = False
+    read_again: bool = False
+    """This is the day's second read, after a REREAD."""
+    stop_reason: StopReason | None = None
+
+    @property
+    def short(self) -> bool:
+        """Fewer records than the last answer's `count`: the API said more than it gave."""
+        return self.count is not None and self.records < self.count
+
+    @property
+    def complete(self) -> bool:
+        return not (self.interrupted or self.skipped or self.capped or self.short)
+
+
+@dataclass(frozen=True)
+class StoredDay:
+    """The day's snapshot as the store has it when the fetch is settled."""
+
+    complete: bool
+    ranks_higher: bool
+    """It ranks at or above this fetch (complete beats incomplete, then the later fetch)."""
+    missing: int = 0
+    """Its records absent from this fetch (counted only when this fetch would replace it)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    disposition: Disposition
+    reason: KeepReason | None = None
+
+
+def settle(day: DayFetch, stored: StoredDay | None = None, *,  # noqa: PLR0911 - one row, one return
+           allow_shrink: bool = False) -> Verdict:
+    """The one decision of what becomes of a fetched day (the contract, "What complete means"):
+
+    - cut short and not by MAX_RECORDS_LIMIT: drop it;
+    - pages skipped in the main pass (not capped): hold it for the second pass;
+    - incomplete (skipped, short, capped) over a complete snapshot: keep the snapshot;
+    - complete, but lacking records of the complete snapshot it would replace: read it again;
+      still lacking them: keep the snapshot (`shrank`), unless ALLOW_SNAPSHOT_SHRINK;
+    - otherwise store it (the store replaces the snapshot only if the fetch ranks higher).
+    """
+    capped_run = day.stop_reason is StopReason.MAX_RECORDS
+    if day.interrupted and not (day.capped or capped_run):
+        return Verdict(Disposition.DROP)
+    if day.skipped and not day.second_pass_done and not day.interrupted and not capped_run:
+        return Verdict(Disposition.HOLD)
+    if stored is None or not stored.complete:
+        return Verdict(Disposition.STORE)
+    if not day.complete:
+        return Verdict(Disposition.KEEP, KeepReason.INCOMPLETE)
+    if stored.missing and not stored.ranks_higher and not allow_shrink:
+        if not day.read_again:
+            return Verdict(Disposition.REREAD)
+        return Verdict(Disposition.KEEP, KeepReason.SHRANK)
+    return Verdict(Disposition.STORE)
+
+
 EXIT_OK = 0
 EXIT_RETRY = 1
 EXIT_CONFIG = 2

@@ -14,6 +14,8 @@ its log line or count), `finished` says whether the plan is over, `outcome` how 
 - *Live data.* When `count` changes within a read (or `nextPage` and `count` disagree), records may have
   shifted across pages: the query is read again from page 1 (the writer drops what it already wrote) until
   a read sees one stable count, at most `MAX_REREADS` times. A read with skips goes to the second pass.
+- *An empty query is confirmed.* An answer saying `count` 0 is not believed at once: the query is asked
+  once more from page 1 (one request per empty day), and only a second 0 makes it an empty, complete query.
 - *Stopping.* A page the stopping run did not finish comes back an `InterruptedPage`; once the run stops
   the caller asks no more and, with nothing outstanding, calls `cut_short()`. Either way a plan that still
   wanted pages ends `interrupted`.
@@ -194,7 +196,22 @@ class Recovered:
     page: int
 
 
-Note = Probe | PastTheEnd | CountChanged | Reread | CountUnstable | Recovered
+@dataclass(frozen=True)
+class ConfirmEmpty:
+    """The query was reported empty (`count` 0): it is asked once more before it is believed."""
+
+
+Note = Probe | PastTheEnd | CountChanged | Reread | CountUnstable | Recovered | ConfirmEmpty
+
+
+def answered(result: PageResult) -> Page | None:
+    """The records a page result brought: a page's, or those a page that stayed short did bring
+    (kept, though the page counts as skipped); None when nothing answered."""
+    if isinstance(result, Page):
+        return result
+    if isinstance(result, SkippedPage):
+        return result.partial
+    return None
 
 
 class EventLog(Protocol):
@@ -229,6 +246,8 @@ def apply_note(note: Note, *, state: RunState, log: EventLog, account: str, q: Q
         case Recovered(page=page):
             state.remove_skip(account, q.label, page)
             log.info("page_recovered", **where, page=page)
+        case ConfirmEmpty():
+            log.info("day_empty_confirm", **where)
 
 
 # -- the plans ---------------------------------------------------------------------------------------------
@@ -257,6 +276,8 @@ class PagePlan:
         self.pending = 0
         self.finished = False
         self._round = 0
+        self._empty_asked = False
+        """An answer said `count` 0 and the query was asked again (once per plan)."""
         self._new_read()
 
     def _new_read(self) -> None:
@@ -269,6 +290,8 @@ class PagePlan:
         self._stable = True
         self._skipped: list[int] = []
         self._interrupted = False
+        self._confirm = False
+        """This read was sized by an answer saying `count` 0: read once more before believing it."""
 
     @property
     def sizing(self) -> bool:
@@ -328,6 +351,8 @@ class PagePlan:
     def _size(self, number: int, first: Page) -> list[Note]:
         self._sized = True
         self._count, self._total = first.count, first.pages
+        if first.count == 0 and not self._empty_asked:
+            self._empty_asked = self._confirm = True
         self._answered = 1
         if number > first.pages:
             last = first.pages  # past the last page (page 1 and on were dead): trust `count`
@@ -352,6 +377,10 @@ class PagePlan:
         self.finished = True
         if self._interrupted:
             self.outcome.interrupted = True
+        elif self._confirm:
+            self.finished = False
+            self._new_read()
+            return [ConfirmEmpty()]
         elif self._stable or self._skipped:
             pass
         elif self._round == self.max_rereads:

@@ -17,6 +17,8 @@ Rules (see the contract, "Output layout"):
 - A fetch replaces the day's snapshot atomically, by generation, only when it ranks higher:
   complete beats incomplete, and between two of the same kind the later fetch wins. So an
   incomplete fetch never replaces a complete snapshot, and an older fetch never a newer one.
+  The job's `settle` (app/outcome.py) may still refuse a replacement that ranks higher: a
+  complete fetch that lacks records of the complete snapshot it would replace.
 - Each replacement is compared with the snapshot it replaces (`DayChange`): the old snapshot
   is streamed against the new day's id -> status map, so memory holds one day's map.
 
@@ -32,7 +34,7 @@ import datetime as dt
 import gzip
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,16 +256,21 @@ class DayStore:
         return meta.execution == execution or now - meta.fetched_at < max_age
 
     def replace(self, account: str, date: str, source: ObjectInfo, meta: SnapshotMeta,
-                statuses: Mapping[IdKey, str]) -> Replacement:
-        """Make `source` (this run's copy) the day's snapshot if it ranks above the current one.
+                statuses: Mapping[IdKey, str], *,
+                accept: Callable[[Snapshot | None, DayChange | None], bool] = lambda _s, _c: True,
+                ) -> Replacement:
+        """Make `source` (this run's copy) the day's snapshot if it ranks above the current one
+        and `accept(current, change)` agrees (the job's `settle`; `change` is None when the
+        current snapshot ranks at or above the fetch, for then nothing is compared).
 
         The write is conditional on the generation looked at, so a concurrent replacement
-        makes it look again rather than overwrite; the change is computed against exactly the
-        version replaced."""
+        makes it look again (and ask `accept` again) rather than overwrite; the change is
+        computed against exactly the version replaced."""
         name = day_object(account, date)
         for _ in range(REPLACE_ATTEMPTS):
             current = self.look(account, date)
             if current is not None and current.rank >= meta.rank:
+                accept(current, None)
                 return Replacement(False, current)
             try:
                 change = compare(account, date, self.sink if current else None,
@@ -271,6 +278,8 @@ class DayStore:
             except (OSError, EOFError, ValueError, zlib.error):
                 # An unreadable old snapshot (not gzip NDJSON): replace it, count all as added.
                 change = compare(account, date, None, None, statuses)
+            if not accept(current, change):
+                return Replacement(False, current, change)
             try:
                 info = self.sink.compose(
                     name, [source.name], metadata=meta.to_metadata(),

@@ -34,6 +34,10 @@ class UnitReport:
     missing_pages: list[int] = field(default_factory=list)
     change: dict[str, Any] | None = None
     """Against the snapshot this run replaced (DayChange.as_dict()), if it replaced one."""
+    reason: str | None = None
+    """KEPT: why the older snapshot was kept (`incomplete` or `shrank`)."""
+    fetched_records: int | None = None
+    """KEPT: the records of this run's fetch that was not stored."""
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "state": self.state.value}
@@ -131,6 +135,18 @@ def days_in(unit_reports: Iterable[Mapping[str, Any]], state: UnitState) -> list
     """The summary's `reused_days` / `kept_days`: the days in `state`, with the fetch time and
     records of the snapshot served."""
     days = [{"account": u["account"], "date": u["date"], "fetched_at": u.get("fetched_at"),
-             "records": u.get("records", 0)}
+             "records": u.get("records", 0), **_kept_fields(u)}
             for u in unit_reports if u.get("state") == state]
     return sorted(days, key=lambda d: (str(d["account"]), str(d["date"])))
+
+
+def _kept_fields(unit: Mapping[str, Any]) -> dict[str, Any]:
+    """A kept day's `reason`, and for `shrank` both counts: the kept snapshot's records and the
+    fetch's."""
+    if unit.get("state") != UnitState.KEPT:
+        return {}
+    reason = unit.get("reason") or "incomplete"
+    if reason != "shrank":
+        return {"reason": reason}
+    return {"reason": reason, "kept_records": unit.get("records", 0),
+            "fetched_records": unit.get("fetched_records")}

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.simulator import DEFAULT_RANDOM_FAULTS, Fault, SimAccount, Simulator
+from app.simulator import DEFAULT_RANDOM_FAULTS, LYING_FAULTS, Fault, SimAccount, Simulator
 from bench.harness import (
     SECRET,
     ClientRun,
@@ -52,8 +52,10 @@ SCALE = 20.0
 """Production waits are divided by this in the throttle scenarios (60/min -> 1200/min)."""
 SEED_WAITS = {"REQUEST_TIMEOUT": 30.0, "RATE_LIMIT_DELAY": 30.0, "THREAD_JOIN_MARGIN": 5.0}
 SEED_BACKOFF = (10.0, 20.0, 30.0, 40.0, 60.0)
-MIXED_FAULTS = tuple("rate_limit_no_header" if kind == "rate_limit" else kind
-                     for kind in DEFAULT_RANDOM_FAULTS)
+MIXED_FAULTS = (*("rate_limit_no_header" if kind == "rate_limit" else kind
+                   for kind in DEFAULT_RANDOM_FAULTS),
+                *(kind for kind in LYING_FAULTS if kind not in DEFAULT_RANDOM_FAULTS))
+"""The transient kinds, and the answers that lie (empty, short and zero-count pages)."""
 FAULT_RATE = 0.05
 START = dt.date(2025, 1, 1)
 MB = 1024 * 1024
@@ -266,6 +268,13 @@ def throttle(ctx: Context) -> list[Row]:
                             ours.count("rate_limited"),
                             seed.count("rate_limited") if seed else None, goal="0",
                             passed=ours.count("rate_limited") == 0, show_ratio=False, digits=0))
+            if not faults:
+                # What the completeness checks cost on healthy data: range requests beyond one
+                # per page (an empty day's confirming request would show here).
+                extra = sum(e.endpoint == "range" for e in ours.entries) - pages
+                rows.append(Row("throttle", f"{name}: extra requests per 1,000 pages",
+                                1000 * extra / pages, None, goal="0", passed=extra == 0,
+                                show_ratio=False, digits=1))
             expected = pages * 100
             lost_ours = abs(expected - (ours.records or 0))
             lost_seed = abs(expected - (seed.records or 0)) if seed else None

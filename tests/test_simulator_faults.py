@@ -57,7 +57,7 @@ def test_every_fault_kind_has_a_test_here() -> None:
     covered = {"reset", "no_answer", "headers_then_silence", "drip", "endless_body", "truncated",
                "malformed_json", "http_500", "http_502", "http_503", "rate_limit",
                "rate_limit_no_header", "envelope_error", "token_revoked", "empty_page",
-               "latency", "insert", "huge_error_body"}
+               "short_page", "zero_count", "latency", "insert", "huge_error_body"}
     assert set(FAULT_KINDS) == covered
 
 
@@ -245,6 +245,45 @@ def test_empty_page_before_the_last_keeps_the_envelope(sim: Simulator) -> None:
     assert (data["page"], data["count"], data["nextPage"], data["data"]) == (1, 25, 2, [])
     assert len(post_range(sim, token, limit=10).json()["data"]["data"]) == 10
     assert [e.outcome for e in sim.ledger.snapshot()[-2:]] == ["empty_page", "ok"]
+
+
+@pytest.mark.timeout(10)
+def test_empty_page_can_hit_the_last_page(sim: Simulator) -> None:
+    """empty_page on the last page: 200 with count 25 and nextPage null, but data []."""
+    sim.add_fault(Fault(kind="empty_page", page=3, attempts={1}))
+    token = sim_token(sim)
+    data = post_range(sim, token, page=3, limit=10).json()["data"]
+    assert (data["page"], data["count"], data["nextPage"], data["data"]) == (3, 25, None, [])
+    assert len(post_range(sim, token, page=3, limit=10).json()["data"]["data"]) == 5
+
+
+@pytest.mark.timeout(10)
+def test_short_page_sends_part_of_the_records_with_the_right_count(sim: Simulator) -> None:
+    """short_page: 200, right page/count/nextPage, 4 of 10 records (default keep 0.4); keep=0.9
+    on the last page of 5 records still sends at least one fewer; the ledger has the ids sent."""
+    sim.add_fault(Fault(kind="short_page", page=1, attempts={1}))
+    sim.add_fault(Fault(kind="short_page", page=3, params={"keep": 0.9}))
+    token = sim_token(sim)
+    data = post_range(sim, token, limit=10).json()["data"]
+    assert (data["page"], data["count"], data["nextPage"], len(data["data"])) == (1, 25, 2, 4)
+    full = post_range(sim, token, limit=10).json()["data"]["data"]
+    assert [r["conversion_id"] for r in data["data"]] == [r["conversion_id"] for r in full[:4]]
+    last = post_range(sim, token, page=3, limit=10).json()["data"]
+    assert (last["count"], last["nextPage"], len(last["data"])) == (25, None, 4)
+    entries = sim.ledger.snapshot()
+    assert [e.outcome for e in entries[-3:]] == ["short_page", "ok", "short_page"]
+    assert len(entries[-3].ids) == 4
+
+
+@pytest.mark.timeout(10)
+def test_zero_count_denies_the_day(sim: Simulator) -> None:
+    """zero_count: 200 with count 0, nextPage null, data [] for a day of 25; then the truth."""
+    sim.add_fault(Fault(kind="zero_count", date=DAY, attempts={1}))
+    token = sim_token(sim)
+    data = post_range(sim, token, limit=10).json()["data"]
+    assert (data["page"], data["count"], data["nextPage"], data["data"]) == (1, 0, None, [])
+    assert post_range(sim, token, limit=10).json()["data"]["count"] == 25
+    assert [e.outcome for e in sim.ledger.snapshot()[-2:]] == ["zero_count", "ok"]
 
 
 @pytest.mark.timeout(10)

@@ -13,7 +13,7 @@ or from a shell: ``python -m app.simulator --help``. See ``app/simulator/README.
 from app.simulator.auth import SimAccount
 from app.simulator.currency import LOCAL_CURRENCIES, PREFERRED_CURRENCIES, RATES, convert
 from app.simulator.dataset import Dataset
-from app.simulator.faults import DEFAULT_RANDOM_FAULTS, FAULT_KINDS, Fault
+from app.simulator.faults import DEFAULT_RANDOM_FAULTS, FAULT_KINDS, LYING_FAULTS, Fault
 from app.simulator.ledger import Ledger, LedgerEntry
 from app.simulator.server import Simulator
 
@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_RANDOM_FAULTS",
     "FAULT_KINDS",
     "LOCAL_CURRENCIES",
+    "LYING_FAULTS",
     "PREFERRED_CURRENCIES",
     "RATES",
     "Dataset",

@@ -34,7 +34,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "rate_limit_no_header",  # 429 without Retry-After
     "envelope_error",        # HTTP 200 with {"status":"error",...}
     "token_revoked",         # revoke the account's tokens, then 401 like a bad token
-    "empty_page",            # 200, right envelope, data [] on a page that is not the last
+    "empty_page",            # 200, right envelope and count, data [] (any page, the last included)
+    "short_page",            # 200, right count, part of the page's records; params {"keep": fraction}
+    "zero_count",            # 200, count 0, data [], nextPage null: a day the API denies
     "latency",               # params {"seconds": x}: delay, then the normal answer
     "insert",                # params {"count": n}: insert n records into the day, then serve
     "huge_error_body",       # 500 with a ~5 MB HTML body
@@ -46,6 +48,11 @@ DEFAULT_RANDOM_FAULTS: tuple[str, ...] = (
     "rate_limit", "envelope_error", "empty_page",
 )
 """The kinds random faults draw from by default: transient, each over within a few seconds."""
+
+LYING_FAULTS: tuple[str, ...] = ("empty_page", "short_page", "zero_count")
+"""Answers that parse and say `success` but hold less than the API has: the job must not take
+them for complete. `DEFAULT_RANDOM_FAULTS` has only `empty_page`; the demo and the benchmarks
+draw all three."""
 
 ENDPOINTS: tuple[str, ...] = ("range", "data-range", "authenticate")
 """Endpoint names used by rules, attempts and the ledger."""
@@ -60,7 +67,8 @@ class Fault:
 
     `date` hits requests whose start_date..end_date contains that day; `attempts` are 1-based
     attempt numbers of that exact request; `params` tune the kind: `seconds` (latency),
-    `count` (insert), `retry_after` (rate_limit), `bytes_per_second` (drip).
+    `count` (insert), `retry_after` (rate_limit), `bytes_per_second` (drip), `keep` (short_page:
+    the fraction of the page's records sent, default 0.4, rounded down).
     """
 
     kind: str

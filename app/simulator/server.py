@@ -338,13 +338,13 @@ class _Handler(BaseHTTPRequestHandler):
             if account is not None and day is not None:
                 sim.dataset.insert(account, day, int(fault.params.get("count", 1)))
 
-        if query is None and kind == "empty_page":
-            reply = _Reply(200, responses.success([]), "empty_page")  # success, but no token
+        if query is None and kind in _LYING:
+            reply = _Reply(200, responses.success([]), kind)  # success, but no token
         elif query is None:
             reply = self._authenticate(form, account, exchange)
         else:
             reply = self._conversions(state, account, query, form, exchange,
-                                      empty=kind == "empty_page")
+                                      lie=fault if kind in _LYING else None)
         if fault is not None and kind == "drip":
             self._drip(exchange, reply, fault)
         elif kind == "truncated":
@@ -383,7 +383,9 @@ class _Handler(BaseHTTPRequestHandler):
         return _Reply(200, responses.success({"token": token}), "ok", token=token)
 
     def _conversions(self, state: TokenState, account: str | None, query: _Query,
-                     form: Mapping[str, str], exchange: _Exchange, *, empty: bool) -> _Reply:
+                     form: Mapping[str, str], exchange: _Exchange, *, lie: Fault | None) -> _Reply:
+        """One page of the range; `lie` (empty_page, short_page, zero_count) makes it hold less
+        than the dataset has, in an answer that is otherwise right."""
         if state == "malformed":
             return _Reply(401, responses.WRONG_SEGMENTS, "unauthorized")
         if state != "ok" or account is None:
@@ -397,14 +399,20 @@ class _Handler(BaseHTTPRequestHandler):
         dataset = self.sim.dataset
         segments = dataset.segments(account, query.start, query.end, record_filter(form))
         count, records = dataset.page(segments, query.page, query.limit)
-        if empty:
+        kind = lie.kind if lie is not None else None
+        if kind in ("empty_page", "zero_count"):
             records = []
-        elif query.currency is not None:
+        elif lie is not None and kind == "short_page":
+            keep = min(max(float(lie.params.get("keep", 0.4)), 0.0), 1.0)
+            records = records[:min(int(len(records) * keep), max(len(records) - 1, 0))]
+        if kind == "zero_count":
+            count = 0
+        if query.currency is not None:
             records = [convert(record, query.currency) for record in records]
         next_page = query.page + 1 if query.page * query.limit < count else None
         body = responses.success({"page": query.page, "limit": query.limit, "count": count,
                                   "nextPage": next_page, "data": records})
-        return _Reply(200, body, "empty_page" if empty else "ok", ids=ids_of(records))
+        return _Reply(200, body, kind or "ok", ids=ids_of(records))
 
     def _throttled(self, wait: int, exchange: _Exchange) -> _Reply:
         headers: tuple[tuple[str, str], ...] = ()
@@ -501,6 +509,10 @@ class _Handler(BaseHTTPRequestHandler):
         head = self._head(reply.status, reply.content_type, len(reply.body), reply.headers)
         self._record(exchange, reply.status, "truncated")
         self.wfile.write(head + reply.body[:cut])
+
+
+_LYING = frozenset({"empty_page", "short_page", "zero_count"})
+"""Fault kinds answered by a well-formed 200 that holds less than the dataset has."""
 
 
 def _canned_fault(fault: Fault) -> _Reply:
