@@ -2,7 +2,8 @@
 
 0 all data written · 1 failed, a retry may help · 2 bad configuration or credentials ·
 3 finished but pages stayed skipped (FAIL_ON_SKIPPED_PAGES=true). The decision itself lives in
-`app/outcome.py`; the run around the job in `app/runner.py`.
+`app/outcome.py`; the run around the job in `app/runner.py`. `python -m app status` shows the
+day store instead (`app/status.py`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def limit_malloc_arenas(env: Mapping[str, str]) -> bool:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environ = dict(os.environ if env is None else env)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["status"]:  # `python -m app status`: the store at a glance (app/status.py)
+        from app.status import main as status_main
+
+        return status_main(arguments[1:], environ)
     limit_malloc_arenas(environ)  # before any thread starts
     args = parse_args(argv)
     if args.demo:

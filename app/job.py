@@ -51,7 +51,17 @@ from app.output import put_json, read_json
 from app.pager import RunState, UnitOutcome
 from app.progress import Progress
 from app.sinks import ObjectInfo, Sink, is_compose_scratch
-from app.store import DayChange, DayStore, Replacement, RunLayout, Snapshot, SnapshotMeta, iso_utc
+from app.status import VOLUME_LOOKBACK_DAYS, volume_drop
+from app.store import (
+    DayChange,
+    DayStore,
+    Replacement,
+    RunLayout,
+    Snapshot,
+    SnapshotMeta,
+    iso_utc,
+    stored_days,
+)
 from app.summary import UnitReport
 from app.writer import CHUNK_BYTES
 
@@ -333,6 +343,8 @@ class Job:
         if change.changed:
             log.info("day_changed", date=unit.date, added=change.added, removed=change.removed,
                      transitions=dict(change.transitions), changed=sum(change.transitions.values()))
+        if stored.complete:
+            self._check_volume(unit, report.records, log)
 
     def _keep(self, unit: Unit, current: Snapshot, fetched: UnitReport, reason: KeepReason,
               log: Any) -> UnitReport | None:
@@ -378,6 +390,20 @@ class Job:
     def _add_report(self, report: UnitReport) -> None:
         with self._reports_lock:
             self.reports.append(report)
+
+    def _check_volume(self, unit: Unit, records: int, log: Any) -> None:
+        """After a complete snapshot was stored: `day_volume_low` (WARNING) when it holds under
+        a fifth of the median of the account's complete snapshots among the 14 days before it
+        (at least 7 of them; `app.status.volume_drop`, the check `python -m app status` runs).
+        One or two listings; a storage error in them is a storage failure like any other."""
+        first = unit.day - dt.timedelta(days=VOLUME_LOOKBACK_DAYS)
+        _, before = stored_days(self.sink, first, unit.day - dt.timedelta(days=1),
+                                [unit.account.name])
+        reference = [s.meta.records for s in before.values() if s.meta and s.meta.complete]
+        median = volume_drop(records, reference)
+        if median is not None:
+            log.warning("day_volume_low", date=unit.date, records=records,
+                        median=round(median, 1), reference_days=len(reference))
 
     # ------------------------------------------------------------------ events
 

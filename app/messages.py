@@ -103,6 +103,16 @@ CATALOG: dict[str, tuple[str, str]] = {
         "🔁 {account} {date} changed: {added} added, {removed} removed, {changed} status"
         " changes",
     ),
+    "day_volume_low": (
+        "📉 {account} {date} 只有{records}条记录，不到此前{reference_days}个已存日期中位数"
+        "（{median}条）的五分之一：上游的转化跟踪可能中断了",
+        "📉 {account} {date}: {records} records, under a fifth of the median ({median}) of the"
+        " {reference_days} stored days before it; tracking may be broken upstream",
+    ),
+    "status_failed": (
+        "💥 无法读取每日数据（{error_label}）：{error}",
+        "💥 Could not read the day store ({error_label}): {error}",
+    ),
     "page_fetched": (
         "📄 {account} {date} 第{page}/{pages}页：{records}条记录"
         "（请求{duration_ms}毫秒，限流等待{wait_ms}毫秒，第{attempt}次尝试）",
@@ -272,6 +282,46 @@ LABELS: dict[str, tuple[str, str]] = {
     "reachable": ("✅ 可达", "✅ reachable"),
     "unreachable": ("❌ 不可达", "❌ unreachable"),
     "not_configured": ("未配置", "not configured"),
+    # `python -m app status` (app/status.py)
+    "status_title": ("📦 每日数据 {root}", "📦 Day store {root}"),
+    "status_range": ("{start} → {end}，共{days}天；现在 {now}（{timezone}）",
+                     "{start} → {end}, {days} days; now {now} ({timezone})"),
+    "status_account": ("账户 {account}：完整{complete}天，不完整{incomplete}天，缺失{missing}天",
+                       "Account {account}: {complete} complete, {incomplete} incomplete,"
+                       " {missing} missing"),
+    "status_col_date": ("日期", "date"),
+    "status_col_weekday": ("星期", "day"),
+    "status_col_state": ("状态", "state"),
+    "status_col_records": ("记录数", "records"),
+    "status_col_pending": ("待审核", "pending"),
+    "status_col_age": ("抓取距今", "age"),
+    "status_col_flags": ("标记", "flags"),
+    "status_weekdays": ("周一,周二,周三,周四,周五,周六,周日", "Mon,Tue,Wed,Thu,Fri,Sat,Sun"),
+    "status_age_units": ("天,小时,分", "d,h,m"),
+    "status_state_complete": ("完整", "complete"),
+    "status_state_incomplete": ("不完整", "incomplete"),
+    "status_state_missing": ("缺失", "missing"),
+    "status_flag_low_volume": ("记录骤减", "low volume"),
+    "status_flag_no_metadata": ("元数据不可读", "no metadata"),
+    "status_all_complete": ("✅ 每一天都有完整快照", "✅ Every day has a complete snapshot"),
+    "status_problems": ("需要处理的日期：", "Days to fix:"),
+    "status_problem_incomplete": ("{date} 不完整：{records}条记录，{age}前抓取",
+                                  "{date} incomplete: {records} records, fetched {age} ago"),
+    "status_problem_missing": ("{date} 缺失：没有快照", "{date} missing: no snapshot"),
+    "status_problem_missing_run": ("{first} → {last} 缺失：没有快照（{days}天）",
+                                   "{first} → {last} missing: no snapshot ({days} days)"),
+    "status_problem_no_metadata": ("{date} 快照元数据不可读，按不完整计",
+                                   "{date}: snapshot metadata unreadable, counted incomplete"),
+    "status_problem_low_volume": ("{date} 记录骤减：{records}条，中位数{median}条",
+                                  "{date} low volume: {records} records, median {median}"),
+    "status_low_volume_note": ("记录骤减：不到本范围完整日期中位数的五分之一，通常是上游\n"
+                               "跟踪中断；上游修复后再重新抓取这些日期",
+                               "Low volume: under a fifth of the median of the range's complete\n"
+                               "days, usually tracking broken upstream; fetch again once fixed"),
+    "status_fix": ("重新抓取：", "To fetch them again:"),
+    "status_total": ("合计：完整{complete}，不完整{incomplete}，缺失{missing}；退出码 {code}",
+                     "Total: {complete} complete, {incomplete} incomplete, {missing} missing;"
+                     " exit code {code}"),
     # skip report
     "skip_title": ("⏭️ 跳过的页面", "⏭️ Skipped pages"),
     "no_skips": ("✅ 没有跳过的页面", "✅ No skipped pages"),

@@ -63,6 +63,23 @@ def open_sink(settings: Settings) -> Sink:
     return sink
 
 
+def open_sink_or_exit_code(settings: Settings) -> Sink | int:
+    """`open_sink`, or the exit code of its failure, logged as `run` logs it (missing
+    credentials: storage_credentials_missing, exit 2). For `python -m app status`."""
+    from app.logs import get_logger
+
+    log = get_logger()
+    try:
+        return open_sink(settings)
+    except StorageCredentialsError as exc:
+        log.error("storage_credentials_missing", error_class=exc.error_class,
+                  variable="GCS_BUCKET", bucket=settings.gcs_bucket, error=str(exc))
+        return _exit_code(exc)
+    except JobError as exc:
+        log.error("run_failed", error_class=exc.error_class, error=str(exc))
+        return _exit_code(exc)
+
+
 def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     """Run one execution with logging set up; returns the exit code.
 

@@ -33,8 +33,9 @@ import collections
 import datetime as dt
 import gzip
 import json
+import re
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +154,53 @@ class Snapshot:
     @property
     def complete(self) -> bool:
         return self.meta is not None and self.meta.complete
+
+
+# -- reading many days at once -----------------------------------------------------------------
+
+_DAY_NAME = re.compile(
+    r"^days/account=(?P<account>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/conversions\.ndjson\.gz$")
+
+
+def date_prefixes(start: dt.date, end: dt.date) -> list[str]:
+    """Prefixes of `YYYY-MM-DD` that together cover start..end, for listing few objects in few
+    requests: the month when the range touches at most two months (a 14-day window: at most
+    2 listings of at most 31 objects), else the year (a 90-day range: one listing per year it
+    touches, at most 366 objects, one GCS list page)."""
+    months = (end.year - start.year) * 12 + end.month - start.month + 1
+    if months <= 2:
+        first = start.replace(day=1)
+        second = end.replace(day=1)
+        return sorted({f"{first:%Y-%m}-", f"{second:%Y-%m}-"})
+    return [f"{year:04d}-" for year in range(start.year, end.year + 1)]
+
+
+def stored_days(sink: Sink, start: dt.date, end: dt.date, accounts: Sequence[str] | None = None
+                ) -> tuple[list[str], dict[tuple[str, str], Snapshot]]:
+    """The day snapshots from start to end, read from listings, never one stat per day: a GCS
+    listing carries each object's metadata (locally, the sidecars are read with it).
+
+    With `accounts`, one listing per account and `date_prefixes` entry; without, one listing of
+    the whole `days/` (every account ever stored, then kept to the range). Returns the accounts
+    (`accounts` as given, else every account found, sorted) and the snapshots by
+    (account, YYYY-MM-DD)."""
+    if accounts is None:
+        infos = sink.list(DAYS_PREFIX)
+    else:
+        infos = [info for account in accounts for prefix in date_prefixes(start, end)
+                 for info in sink.list(f"{DAYS_PREFIX}account={account}/date={prefix}")]
+    low, high = start.isoformat(), end.isoformat()
+    found: dict[tuple[str, str], Snapshot] = {}
+    seen: set[str] = set()
+    for info in infos:
+        match = _DAY_NAME.match(info.name)
+        if match is None:
+            continue
+        seen.add(match["account"])
+        if low <= match["date"] <= high:
+            found[(match["account"], match["date"])] = Snapshot(
+                info, SnapshotMeta.from_metadata(info.metadata))
+    return (list(accounts) if accounts is not None else sorted(seen)), found
 
 
 # -- what changed ------------------------------------------------------------------------------

@@ -186,6 +186,14 @@ class GcsEmulatorProcess:
                 return None
             raise
 
+    def requests(self) -> dict[str, int]:
+        """Requests the emulator has served so far, by kind (list, get, upload, other)."""
+        from bench.gcs_emulator import COUNTS_PATH
+
+        with urllib.request.urlopen(f"{self.host}{COUNTS_PATH}", timeout=30) as response:  # noqa: S310 - our emulator
+            counts: dict[str, int] = json.loads(response.read())
+        return counts
+
     def stop(self) -> None:
         proc = self._proc
         if proc is None:

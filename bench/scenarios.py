@@ -24,20 +24,25 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import gzip
 import json
 import resource
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.simulator import DEFAULT_RANDOM_FAULTS, LYING_FAULTS, Fault, SimAccount, Simulator
+from app.sinks import GCSSink, LocalSink, Sink
+from app.store import SnapshotMeta, day_object
 from bench.harness import (
     SECRET,
     ClientRun,
     GcsEmulatorProcess,
+    base_env,
     median,
     run_ours,
     run_seed,
@@ -660,6 +665,89 @@ def profile(ctx: Context) -> list[Row]:
                 "%", digits=1) for entry in report["areas"][:8]]
 
 
+# ----------------------------------------------------------------------------- status
+
+STATUS_ACCOUNTS = 5
+STATUS_DAYS = 90
+STATUS_START = dt.date(2025, 1, 1)
+"""90 days from here end on 2025-03-31: one calendar year, so one listing per account."""
+STATUS_RUNS = 3
+
+
+def _seed_status(sink: Sink, accounts: list[str]) -> None:
+    """A day snapshot per account and day, with the job's metadata (status reads nothing else)."""
+    for account in accounts:
+        for n in range(STATUS_DAYS):
+            day = (STATUS_START + dt.timedelta(days=n)).isoformat()
+            meta = SnapshotMeta(fetched_at=time.time(), execution="bench", records=1000,
+                                complete=True, currency="USD",
+                                statuses={"pending": 100, "approved": 900})
+            sink.put_bytes(day_object(account, day), gzip.compress(b""),
+                           content_type="application/gzip", metadata=meta.to_metadata())
+
+
+def _status_wall(env: dict[str, str], days: int) -> float:
+    """Seconds from spawning `python -m app status --json` to its exit; checks its answer."""
+    began = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "app", "status", "--json"], env=env,
+                          capture_output=True, text=True, check=False, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    wall = time.monotonic() - began
+    if proc.returncode not in (0, 3) or len(json.loads(proc.stdout)["days"]) != days:
+        raise RuntimeError(f"status failed, exit {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return wall
+
+
+def status(ctx: Context) -> list[Row]:
+    """`python -m app status` on 5 accounts x 90 days: wall time and storage requests, on the
+    GCS emulator (accounts configured, and found in the store) and on a local folder."""
+    accounts = [f"shop{n}" for n in range(STATUS_ACCOUNTS)]
+    end = STATUS_START + dt.timedelta(days=STATUS_DAYS - 1)
+    configured = json.dumps([{"name": a, "key": "general", "secret": f"made-up-{a}"}
+                             for a in accounts])
+    rows: list[Row] = []
+    size = f"{STATUS_ACCOUNTS} accounts × {STATUS_DAYS} days"
+    with GcsEmulatorProcess() as gcs, scratch_dir("status") as work:
+        ctx.log(f"status: seeding {size} on the GCS emulator and in a folder")
+        sink = GCSSink(gcs.bucket, "conversions", endpoint=gcs.host)
+        try:
+            _seed_status(sink, accounts)
+        finally:
+            sink.close()
+        _seed_status(LocalSink(work / "output"), accounts)
+        base = {**base_env(work), "START_DATE": STATUS_START.isoformat(),
+                "END_DATE": end.isoformat(), "LOG_FORMAT": "json"}
+        cases = [
+            ("GCS emulator, accounts configured", {**gcs.env(), "OUTPUT_DIR": str(work / "x"),
+                                                   "INVOLVE_ASIA_ACCOUNTS": configured},
+             1 + STATUS_ACCOUNTS, "the probe + 1 listing per account"),
+            ("GCS emulator, accounts found in the store", {**gcs.env(),
+                                                           "OUTPUT_DIR": str(work / "x")},
+             1 + 1, "the probe + 1 listing of days/"),
+            ("local folder, accounts found in the store", {"OUTPUT_DIR": str(work / "output")},
+             None, ""),
+        ]
+        for label, extra, expected, how in cases:
+            ctx.log(f"status: {label}")
+            walls = []
+            counts: dict[str, int] = {}
+            for _ in range(STATUS_RUNS):
+                before = gcs.requests()
+                walls.append(_status_wall({**base, **extra}, STATUS_ACCOUNTS * STATUS_DAYS))
+                after = gcs.requests()
+                counts = {k: after.get(k, 0) - before.get(k, 0) for k in after
+                          if after.get(k, 0) != before.get(k, 0)}
+            rows.append(Row("status", f"{size}, {label}: spawn → exit (median of "
+                                      f"{STATUS_RUNS})", median(walls), None, "s"))
+            if expected is not None:
+                total = sum(counts.values())
+                rows.append(Row("status", f"{size}, {label}: storage requests", total,
+                                None, "", goal=f"= {expected}, all listings ({how})",
+                                passed=total == expected and set(counts) == {"list"},
+                                digits=0, details={"requests": counts}))
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "startup": startup,
     "hang": hang,
@@ -669,8 +757,9 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "refresh": refresh,
     "refresh-window": refresh_window,
     "profile": profile,
+    "status": status,
 }
 """Every scenario, in the order the full bench runs them."""
-QUICK = ("startup", "hang", "throttle", "volume", "refresh", "refresh-window")
+QUICK = ("startup", "hang", "throttle", "volume", "refresh", "refresh-window", "status")
 """What `--quick` runs (each in its reduced size)."""
 

@@ -245,7 +245,7 @@ g iam service-accounts add-iam-policy-binding "$JOB_SA" \
 # ---------------------------------------------------------------- log-based metrics
 # One metric per file in deploy/metrics/ (the file name is the metric name), counting or
 # measuring the job's own log entries (run_finished, unit_finished, page_fetched, page_retry,
-# page_skipped, day_changed). A re-run updates each metric from its file.
+# page_skipped, day_changed, day_volume_low). A re-run updates each metric from its file.
 say "Log-based metrics"
 for metric_file in "$DEPLOY_DIR"/metrics/*.yaml; do
     metric=$(basename "$metric_file" .yaml)
@@ -271,17 +271,19 @@ else
 fi
 
 # ---------------------------------------------------------------- alerts
-# Three policies from deploy/alerts/, all notifying one email channel:
+# Four policies from deploy/alerts/, all notifying one email channel:
 #   execution-failed.json  Cloud Run's own failed-execution count: the verdict after every task
 #                          retry, and it also sees tasks that died without logging (memory
 #                          limit, task timeout, missing secret), which run_finished cannot
 #   run-partial.json       the job's run_finished entries with status partial (log metric)
+#   day-volume-low.json    a day stored with under a fifth of its account's median records
+#                          (day_volume_low, log metric): tracking may be broken upstream
 #   no-success-26h.json    no run_finished succeeded for 26 h (PromQL absent_over_time: a
 #                          metric-absence condition cannot look back more than 23.5 h)
 say "Alerts"
 if [ -z "$ALERT_EMAIL" ]; then
     echo "ALERT_EMAIL is not set: no notification channel and no alert policies were created." >&2
-    echo "Rerun with ALERT_EMAIL=you@example.com for the three alerts (README \"Operating it\")." >&2
+    echo "Rerun with ALERT_EMAIL=you@example.com for the four alerts (README \"Operating it\")." >&2
 else
     CHANNEL=$(g beta monitoring channels list \
         --filter "type=\"email\" AND labels.email_address=\"${ALERT_EMAIL}\"" \

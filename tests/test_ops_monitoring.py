@@ -14,6 +14,7 @@ cannot be changed into something this check does not understand.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -251,11 +252,13 @@ def test_a_reference_to_an_undefined_metric_is_reported() -> None:
     assert any("no label 'account'" in p for p in problems)
 
 
-def test_the_three_alert_policies() -> None:
+def test_the_four_alert_policies() -> None:
     """Failed execution (Cloud Run's count), partial run (log metric), no success for 26 h
-    (PromQL absence); each notifies the channel setup.sh fills in and explains what to do."""
+    (PromQL absence), a day's volume dropped (log metric, per account); each notifies the
+    channel setup.sh fills in and explains what to do."""
     policies = {p.stem: load_json(p) for p in POLICY_FILES}
-    assert set(policies) == {"execution-failed", "run-partial", "no-success-26h"}
+    assert set(policies) == {"execution-failed", "run-partial", "no-success-26h",
+                             "day-volume-low"}
     for policy in policies.values():
         assert policy["notificationChannels"] == ["__CHANNEL__"]
         assert policy["combiner"] == "OR" and len(policy["conditions"]) == 1
@@ -270,6 +273,14 @@ def test_the_three_alert_policies() -> None:
     partial = policies["run-partial"]["conditions"][0]["conditionThreshold"]
     assert "user/involve_asia_run_partial" in partial["filter"]
     assert (partial["comparison"], partial["thresholdValue"]) == ("COMPARISON_GT", 0)
+
+    volume = policies["day-volume-low"]["conditions"][0]["conditionThreshold"]
+    assert "user/involve_asia_day_volume_low" in volume["filter"]
+    assert (volume["comparison"], volume["thresholdValue"]) == ("COMPARISON_GT", 0)
+    assert volume["aggregations"][0]["groupByFields"] == ["metric.label.account"]
+    assert "python -m app status" in policies["day-volume-low"]["documentation"]["content"]
+    assert load_metrics()["involve_asia_day_volume_low"]["filter"].count(
+        'jsonPayload.event="day_volume_low"') == 1
 
     absent = policies["no-success-26h"]["conditions"][0]["conditionPrometheusQueryLanguage"]
     assert absent["query"].startswith(
@@ -312,6 +323,9 @@ def test_every_placeholder_is_one_setup_fills() -> None:
 
 START, END = "2025-03-01", "2025-03-02"
 BROKEN_DAY = "2025-03-05"
+HISTORY_START, HISTORY_END = "2025-02-01", "2025-02-14"
+LOW_DAY = "2025-02-15"
+"""Holds 10 records against the 250 of each of the 14 days before it: day_volume_low."""
 CLOUD_RUN = {"CLOUD_RUN_JOB": "involve-asia-conversions", "CLOUD_RUN_TASK_INDEX": "0",
              "CLOUD_RUN_TASK_COUNT": "1", "CLOUD_RUN_TASK_ATTEMPT": "0"}
 
@@ -326,11 +340,14 @@ class JobLogs:
 
 @pytest.fixture(scope="module")
 def job_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobLogs]:
-    """The job run five times against one simulator, as Cloud Run would run it (JSON logs):
+    """The job run six times against one simulator, as Cloud Run would run it (JSON logs):
     a clean range with a retried page; a day whose page 2 never answers (partial), the same with
     MAX_SKIPPED_PAGES=0 (failed); then, after the simulator's statuses moved on, the first range
-    refreshed (SNAPSHOT_MAX_AGE=0), which compares the new snapshots with the old ones."""
-    sim = Simulator(records_per_day=250, rate_limit_per_minute=None, validation_rate=0.5).start()
+    refreshed (SNAPSHOT_MAX_AGE=0), which compares the new snapshots with the old ones; then 14
+    ordinary days and, in a run of its own, a day with a twenty-fifth of their volume."""
+    low = dt.date.fromisoformat(LOW_DAY)
+    sim = Simulator(records_per_day=lambda account, day: 10 if day == low else 250,
+                    rate_limit_per_minute=None, validation_rate=0.5).start()
     try:
         sim.add_fault(Fault(kind="http_503", date=START, page=2, attempts={1}))
         sim.add_fault(Fault(kind="http_500", date=BROKEN_DAY, page=2))
@@ -354,6 +371,8 @@ def job_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobLogs]:
         sim.advance_validation(3)
         sim.insert_records("default", START, 5)
         run("refresh", START, END, SNAPSHOT_MAX_AGE="0")
+        run("history", HISTORY_START, HISTORY_END)
+        run("low", LOW_DAY, LOW_DAY)
         yield JobLogs(entries, runs)
     finally:
         sim.stop()
@@ -363,12 +382,14 @@ def job_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobLogs]:
 @pytest.mark.timeout(240)
 def test_the_runs_end_as_intended(job_logs: JobLogs) -> None:
     """The runs the filter check reads did what they are for: succeeded, partial (exit 3),
-    failed (exit 1), and a refresh that succeeded."""
+    failed (exit 1), a refresh that succeeded, and the two volume runs (a low day is complete)."""
     assert job_logs.runs == {
         "first": (0, ["succeeded"]),
         "partial": (3, ["partial"]),
         "failed": (1, ["failed"]),
         "refresh": (0, ["succeeded"]),
+        "history": (0, ["succeeded"]),
+        "low": (0, ["succeeded"]),
     }
 
 
@@ -394,6 +415,22 @@ def test_day_changed_counts_the_refresh_transitions(job_logs: JobLogs) -> None:
         assert entry["changed"] == sum(entry["transitions"].values()) > 0
         assert entry["account"] == entry[LABELS_KEY]["account"] == "default"
     assert any(e["added"] == 5 for e in changed if e["date"] == START)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_day_volume_low_is_logged_for_the_low_day_only(job_logs: JobLogs) -> None:
+    """Storing the 10-record day after 14 days of 250 logs one day_volume_low WARNING naming the
+    account, the day, its records and the median; no other day of any run is flagged."""
+    flagged = [e for e in job_logs.entries if e.get("event") == "day_volume_low"]
+    assert len(flagged) == 1, flagged
+    (entry,) = flagged
+    assert entry["severity"] == "WARNING"
+    assert entry[LABELS_KEY]["execution"] == "involve-asia-conversions-low"
+    assert entry[LABELS_KEY]["account"] == entry["account"] == "default"
+    assert (entry["date"], entry["records"], entry["median"]) == (LOW_DAY, 10, 250)
+    assert entry["reference_days"] == 14
+    assert "2025-02-15" in entry["message"] and "250" in entry["message"]
 
 
 @pytest.mark.parametrize(

@@ -369,7 +369,7 @@ def test_setup_turns_on_versioning_and_lifecycle(fake_cloud: FakeCloud, secret_f
 def test_setup_creates_metrics_dashboard_channel_and_policies(
     fake_cloud: FakeCloud, secret_file: Path
 ) -> None:
-    """Every metric file becomes a log-based metric, plus the dashboard and the three policies
+    """Every metric file becomes a log-based metric, plus the dashboard and the four policies
     on one email channel; every placeholder is filled."""
     result = _run(SETUP_SH, fake_cloud, SECRET_FILE=str(secret_file), ALERT_EMAIL=ALERT_EMAIL)
     assert result.returncode == 0, result.stderr
@@ -392,7 +392,7 @@ def test_setup_creates_metrics_dashboard_channel_and_policies(
     assert _flag(channels[0]["args"], "--channel-labels") == f"email_address={ALERT_EMAIL}"
 
     policies = fake_cloud.matching("monitoring policies create")
-    assert len(policies) == len(POLICY_FILES) == 3
+    assert len(policies) == len(POLICY_FILES) == 4
     names = set()
     for call in policies:
         text = call["files"]["--policy-from-file"]
@@ -402,7 +402,7 @@ def test_setup_creates_metrics_dashboard_channel_and_policies(
         names.add(policy["displayName"])
     assert names == {json.loads(p.read_text(encoding="utf-8"))["displayName"]
                      for p in POLICY_FILES}
-    assert result.stdout.count(f"notifies {ALERT_EMAIL}") == 3
+    assert result.stdout.count(f"notifies {ALERT_EMAIL}") == 4
 
 
 def _metric_name(call: dict[str, Any]) -> str:
@@ -430,7 +430,7 @@ def test_setup_rerun_creates_nothing_twice(fake_cloud: FakeCloud, secret_file: P
     assert "DEFAULT_DATE_RANGE" in _flag(refresh_update, "--message-body")
     assert sum("logging metrics update" in c for c in cmds) == len(METRIC_NAMES)
     assert sum("monitoring dashboards update projects/" in c for c in cmds) == 1
-    assert sum("monitoring policies update projects/" in c for c in cmds) == 3
+    assert sum("monitoring policies update projects/" in c for c in cmds) == 4
     for call in fake_cloud.matching("monitoring policies update"):
         policy = json.loads(call["files"]["--policy-from-file"])
         assert policy["notificationChannels"] == [f"projects/{PROJECT}/channels/1"]
@@ -457,7 +457,7 @@ def test_setup_deploy_false_stops_before_the_build(fake_cloud: FakeCloud) -> Non
     assert result.returncode == 0, result.stderr
     assert "DEPLOY=false: stopping before build" in result.stdout
     cmds = fake_cloud.commands()
-    assert sum("monitoring policies create" in c for c in cmds) == 3
+    assert sum("monitoring policies create" in c for c in cmds) == 4
     assert not [c for c in cmds if "builds submit" in c or "scheduler jobs" in c
                 or "run jobs add-iam-policy-binding" in c]
 
