@@ -107,7 +107,9 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
 
         threading.Thread(target=hard_exit, name="sigterm-deadline", daemon=True).start()
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    # SIGINT stays ignored where the parent ignores it (a background job of a shell script).
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
+                if signum != signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN}
     try:
         result = job.run()
     except JobError as exc:
@@ -119,7 +121,9 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     finally:
         done.set()
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            # Once stopped, the process is on its way out: a further Ctrl-C changes nothing.
+            signal.signal(signum, signal.SIG_IGN if received and signum == signal.SIGINT
+                          else handler)
 
     summary: dict[str, Any] = result.summary
     language = settings.log_language

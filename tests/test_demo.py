@@ -4,7 +4,9 @@ folder; a store it did not create is never written to, cleared or deleted."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +103,38 @@ def test_the_demo_refuses_a_folder_it_did_not_make_with_exit_2(tmp_path: Path) -
     assert str(store) in refused.stderr and "--output-dir" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert _state(store) == before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ctrl_c_twice_during_the_demo_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C while the demo's first execution fetches, and again as the demo prints its closing
+    lines: exit 130, no traceback, that execution's summary `failed`/`interrupted`, no refresh
+    started."""
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "LOG_LANGUAGE": "en",
+           "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen([sys.executable, "-m", "app", "--demo"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if '"event":"page_fetched"' in line.replace(" ", ""):
+                    break
+            proc.send_signal(signal.SIGINT)
+            assert proc.stderr is not None
+            err = ""
+            for line in proc.stderr:  # the demo's closing lines: the job has stopped
+                err += line
+                if "Demo finished" in line:
+                    break
+            proc.send_signal(signal.SIGINT)
+            _, rest = proc.communicate(timeout=30)
+            err += rest
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    summaries = list((tmp_path / "demo-output").glob("runs/*/*/summary.json"))
+    assert [p.parent.name for p in summaries] == ["demo-first"]
+    summary = json.loads(summaries[0].read_text())
+    assert summary["status"] == "failed" and summary["stop_reason"] == "interrupted"

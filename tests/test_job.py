@@ -406,3 +406,32 @@ def test_a_stopped_task_of_several_removes_only_its_own_scratch(make_simulator,
     rows = read_ndjson_gz((tmp_path / run / "conversions.ndjson.gz").read_bytes())
     ids = [r["conversion_id"] for r in rows]
     assert len(ids) == len(set(ids)) == 4 * 300
+
+
+@pytest.mark.timeout(120)
+def test_sigint_ignored_by_the_parent_stays_ignored(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A job started with SIGINT ignored (a background job of a shell script) is not stopped by
+    it: it runs to the end and exits 0 with every record."""
+    import signal
+    import subprocess
+    import sys
+
+    sim = make_simulator(records_per_day=300, rate_limit_per_minute=None, latency=0.05)
+    env = job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path), CLOUD_RUN_EXECUTION="e1",
+                  FETCH_CONCURRENCY="1")
+    # `trap "" INT` ignores SIGINT; exec keeps it ignored in the job, as a shell does for `&`
+    command = ["sh", "-c", 'trap "" INT; exec "$0" -m app', sys.executable]
+    with subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while sim.request_count() < 2:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert read_summary(tmp_path, START, END, "e1")["status"] == "succeeded"
+    assert {r["conversion_id"] for r in read_result(tmp_path, START, END, "e1")} == _expected(sim)
