@@ -1,9 +1,9 @@
 """`python -m app`: read the settings once, run one job execution, exit with the contract's code.
 
 0 all data written · 1 failed, a retry may help · 2 bad configuration or credentials ·
-3 finished but pages stayed skipped (FAIL_ON_SKIPPED_PAGES=true). The decision itself lives in
-`app/outcome.py`; the run around the job in `app/runner.py`. `python -m app status` shows the
-day store instead (`app/status.py`).
+3 finished but pages stayed skipped (FAIL_ON_SKIPPED_PAGES=true) · 130 stopped by Ctrl-C. The
+decision itself lives in `app/outcome.py`; the run around the job in `app/runner.py`.
+`python -m app status` shows the day store instead (`app/status.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from app.config import load_settings, overrides_from, parse_args
 from app.errors import ConfigError
-from app.outcome import EXIT_CONFIG
+from app.outcome import EXIT_CONFIG, EXIT_INTERRUPTED
 from app.runner import report_config_error, run, setup_logging
 
 MALLOC_ARENAS = 2
@@ -65,4 +65,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # Ctrl-C outside the job's own handler (while settings are read, storage probed): no
+        # traceback. Inside it the job stops as on SIGTERM and exits 130 (app/runner.py).
+        sys.exit(EXIT_INTERRUPTED)

@@ -141,9 +141,9 @@ class Job:
 
     # ------------------------------------------------------------------ control
 
-    def interrupt(self) -> None:
-        """SIGTERM: take no new page, abort requests in flight, finish up."""
-        self.log.warning("sigterm_received")
+    def interrupt(self, signal_name: str = "SIGTERM") -> None:
+        """SIGTERM or SIGINT (Ctrl-C): take no new page, abort requests in flight, finish up."""
+        self.log.warning("sigint_received" if signal_name == "SIGINT" else "sigterm_received")
         self.state.request_stop(StopReason.INTERRUPTED)
         for client in list(self._clients):
             client.abort_all()
@@ -462,6 +462,11 @@ class Job:
                 result_summary = composed
         elif settings.task.count == 1:
             result_summary = self._write_run_summary(outcome, [task], None)
+        if outcome.status == Status.FAILED and not isinstance(self._fatal, StorageError):
+            # An interrupted or failed attempt leaves no scratch: nothing of it is resumed
+            # (a retry reuses the day store). Another task of the execution may still compose
+            # from its own day copies, so with several tasks only this attempt's go.
+            self._sweep_scratch(own_only=settings.task.count > 1)
 
         self.log.info("run_finished", status=outcome.status.value, records=task["records"],
                       pages=task["pages"], skipped=len(task["skipped_pages"]),
@@ -536,14 +541,17 @@ class Job:
                                    content_type="application/gzip",
                                    if_generation_match=if_generation_match)
 
-    def _sweep_scratch(self) -> None:
+    def _sweep_scratch(self, *, own_only: bool = False) -> None:
         """After the result: delete this execution's scratch (the day copies it composed, chunks
-        of units never finished, intermediates of composes cut short). Nothing else of the
-        execution is being written now (this is the last task). Best effort."""
+        of units never finished, intermediates of composes cut short, also those of earlier
+        attempts killed outright). Nothing else of the execution is being written now (this is
+        the last task). After a failed attempt of one task of several, `own_only`: only this
+        attempt's day copies and chunks. Best effort."""
         try:
             leftovers = [o.name for o in self.sink.list(self.layout.prefix)
-                         if o.name.startswith(self.layout.scratch_prefixes)
-                         or is_compose_scratch(o.name)]
+                         if (o.name.startswith(self.layout.scratch_prefixes)
+                             or is_compose_scratch(o.name))
+                         and (not own_only or self._own_scratch(o.name))]
             for name in leftovers:
                 self.sink.delete(name)
         except StorageError as exc:
@@ -551,6 +559,11 @@ class Job:
             return
         if leftovers:
             self.log.info("scratch_deleted", objects=len(leftovers))
+
+    def _own_scratch(self, name: str) -> bool:
+        """Whether `name` is a day copy or chunk of this attempt (named after its run id)."""
+        return (name.startswith(self.layout.scratch_prefixes)
+                and name.rsplit("/", 1)[-1].startswith((f"{self.run_id}.", f"{self.run_id}-")))
 
     def _write_run_summary(self, outcome: Outcome, tasks: list[dict[str, Any]],
                            result: ObjectInfo | None) -> dict[str, Any]:

@@ -206,6 +206,17 @@ CATALOG: dict[str, tuple[str, str]] = {
         "🛑 收到 SIGTERM：不再开始新的工作，正在收尾",
         "🛑 SIGTERM received: starting no new work, wrapping up",
     ),
+    "demo_folder_refused": (
+        "❌ 演示拒绝写入 {folder}：该文件夹不是空的，也不是演示创建的（没有 {marker} 文件），"
+        "演示不会修改它。请用 --output-dir 指定一个新的或空的文件夹",
+        "❌ The demo will not write to {folder}: it is not empty and the demo did not make it"
+        " (no {marker} file), so it is left as it is. Choose a new or empty folder with"
+        " --output-dir",
+    ),
+    "sigint_received": (
+        "🛑 收到 Ctrl-C（SIGINT）：不再开始新的工作，正在收尾",
+        "🛑 Ctrl-C (SIGINT) received: starting no new work, wrapping up",
+    ),
     "max_records_reached": (
         "🔢 已达到记录上限 {limit}，停止抓取",
         "🔢 Record limit {limit} reached, stopping",

@@ -147,6 +147,9 @@ EXIT_OK = 0
 EXIT_RETRY = 1
 EXIT_CONFIG = 2
 EXIT_SKIPPED = 3
+EXIT_INTERRUPTED = 130
+"""Stopped by SIGINT (Ctrl-C): 128 + the signal's number, as shells report it. The run itself
+ends as after SIGTERM (`failed`, `interrupted`); the runner, which knows the signal, sets it."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """One execution with everything around it: logging set up from the settings, storage opened
-and probed, the SIGTERM handler, the job run, its summary logged. Shared by `python -m app`
-and the demo, so neither entry point imports the other.
+and probed, the SIGTERM and SIGINT (Ctrl-C) handlers, the job run, its summary logged. Shared
+by `python -m app` and the demo, so neither entry point imports the other.
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from app.config import CloudRunTask, InvalidSetting, Settings
 from app.errors import ConfigError, JobError, StorageCredentialsError
-from app.outcome import EXIT_RETRY, StopReason, decide
+from app.outcome import EXIT_INTERRUPTED, EXIT_RETRY, StopReason, decide
 from app.store import RunLayout
 
 if TYPE_CHECKING:
     from app.sinks import Sink
 
 SIGTERM_GRACE = 9.0
-"""After SIGTERM the job stops itself; if it has not exited after this long, exit 1 regardless."""
+"""After SIGTERM (or SIGINT) the job stops itself; if it has not exited after this long, exit 1
+(130 after SIGINT) regardless."""
+
+STOP_SIGNALS = {signal.SIGTERM: EXIT_RETRY, signal.SIGINT: EXIT_INTERRUPTED}
+"""The signals that stop a run, and the exit code of a run one of them stopped."""
 
 
 def _exit_code(error: BaseException) -> int:
@@ -102,19 +106,27 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     job = Job(settings, sink=sink)
 
     done = threading.Event()
+    received: list[signal.Signals] = []
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        job.interrupt()
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        """SIGTERM or SIGINT: the first one stops the job; a later one (a second Ctrl-C) changes
+        nothing. No exception is raised into the main thread, so no traceback."""
+        if received:
+            return
+        received.append(signal.Signals(signum))
+        job.interrupt(received[0].name)
 
         def hard_exit() -> None:
             if not done.wait(SIGTERM_GRACE):
                 log.error("run_failed", error_class="interrupted",
-                          error=f"still running {SIGTERM_GRACE:g}s after SIGTERM")
-                os._exit(EXIT_RETRY)
+                          error=f"still running {SIGTERM_GRACE:g}s after {received[0].name}")
+                os._exit(STOP_SIGNALS[received[0]])
 
         threading.Thread(target=hard_exit, name="sigterm-deadline", daemon=True).start()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # SIGINT stays ignored where the parent ignores it (a background job of a shell script).
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
+                if signum != signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN}
     try:
         result = job.run()
     except JobError as exc:
@@ -125,7 +137,10 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
         return _exit_code(exc)
     finally:
         done.set()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            # Once stopped, the process is on its way out: a further Ctrl-C changes nothing.
+            signal.signal(signum, signal.SIG_IGN if received and signum == signal.SIGINT
+                          else handler)
 
     summary: dict[str, Any] = result.summary
     language = settings.log_language
@@ -137,7 +152,7 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     if summary.get("skipped_pages"):
         log.warning("skip_report", message=render_skip_report(summary["skipped_pages"], language),
                     skipped_pages=summary["skipped_pages"])
-    return result.exit_code
+    return STOP_SIGNALS[signal.SIGINT] if signal.SIGINT in received else result.exit_code
 
 
 def report_config_error(exc: ConfigError, env: Mapping[str, str]) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +17,7 @@ from app.simulator import Fault, SimAccount
 from app.sinks import crc32c_file
 from tests.support.jobrun import (
     job_env,
+    read_day,
     read_ndjson_gz,
     read_result,
     read_summary,
@@ -278,3 +283,155 @@ def test_run_progress_never_goes_backwards_and_ends_at_100(make_simulator, tmp_p
     assert len(percents) >= 6
     assert percents == sorted(percents)
     assert percents[-1] == 100.0
+
+
+# --- scratch: no attempt leaves any, locally no empty folder either ----------------------------
+
+
+def _empty_folders(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_dir() and not any(p.iterdir()))
+
+
+def _interrupt_when(job: Any, condition: Callable[[], bool]) -> threading.Thread:
+    """Call `job.interrupt()` (what the SIGTERM/SIGINT handler calls) once `condition()` holds."""
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        job.interrupt("SIGINT")
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.timeout(120)
+def test_a_local_run_leaves_no_scratch_and_no_empty_folder(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A local run with big days cut in chunks: once it succeeds, no `parts/` or `chunks/`
+    folder is left under the run's folder, and no empty folder anywhere in the store."""
+    from app.config import load_settings
+    from app.job import Job
+    from app.sinks import LocalSink
+
+    sim = make_simulator(records_per_day=450, rate_limit_per_minute=None)
+    settings = load_settings(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
+                                     CLOUD_RUN_EXECUTION="e1"))
+    result = Job(settings, sink=LocalSink(tmp_path), chunk_bytes=20_000).run()
+    assert result.exit_code == 0
+    run = run_folder(tmp_path, START, END, "e1")
+    assert sorted(p.name for p in run.iterdir()) == ["conversions.ndjson.gz", "summary.json",
+                                                     "tasks"]
+    assert _empty_folders(tmp_path) == []
+    assert len(read_result(tmp_path, START, END, "e1")) == 3 * 450
+
+
+@pytest.mark.timeout(120)
+def test_an_interrupted_attempt_removes_its_scratch_and_that_of_killed_attempts(
+        make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Stopped (Ctrl-C) after its first day: the attempt's summary says `failed`, and no day
+    copy or chunk of it, nor of an earlier attempt killed outright, is left; the execution's
+    other files stay, and no folder is left empty."""
+    from app.config import load_settings
+    from app.job import Job
+    from app.sinks import LocalSink
+
+    sim = make_simulator(records_per_day=300, rate_limit_per_minute=None, latency=0.05)
+    sink = LocalSink(tmp_path)
+    run = "runs/2025-02-01_2025-02-03/e1"
+    killed = [f"{run}/parts/default/2025-02-01/t0-a0-dead0000.ndjson.gz",
+              f"{run}/chunks/default/2025-02-02/t0-a0-dead0000-00001.ndjson.gz"]
+    for name in killed:
+        sink.put_bytes(name, b"stale", content_type="application/octet-stream")
+    sink.put_bytes(f"{run}/notes/operator.txt", b"an operator's file")
+    settings = load_settings(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
+                                     CLOUD_RUN_EXECUTION="e1", CLOUD_RUN_TASK_ATTEMPT="1",
+                                     FETCH_CONCURRENCY="1"))
+    job = Job(settings, sink=sink)
+    own = f"{run}/parts/default/{DAYS[0].isoformat()}/{job.run_id}.ndjson.gz"
+    watcher = _interrupt_when(job, lambda: sink.stat(own) is not None)
+
+    result = job.run()
+    watcher.join()
+
+    assert result.status == "failed" and result.summary["stop_reason"] == "interrupted"
+    names = {o.name for o in sink.list("runs/")}
+    assert names == {f"{run}/notes/operator.txt", f"{run}/summary.json",
+                     f"{run}/tasks/task-00000.json"}
+    assert not (tmp_path / run / "parts").exists() and not (tmp_path / run / "chunks").exists()
+    assert _empty_folders(tmp_path) == []
+    assert read_day(tmp_path, "default", DAYS[0].isoformat())  # the finished day is kept
+
+
+@pytest.mark.timeout(120)
+def test_a_stopped_task_of_several_removes_only_its_own_scratch(make_simulator,
+                                                               tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two tasks: task 0 finishes and waits for task 1 to compose; task 1 is stopped and
+    removes its own day copies only (task 0's are still to be composed, an earlier killed
+    attempt's are swept later); its retry composes the result, every record once, and then
+    no scratch is left at all."""
+    from app.config import load_settings
+    from app.job import Job
+    from app.sinks import LocalSink
+
+    start, end = "2025-02-01", "2025-02-04"
+    sim = make_simulator(records_per_day=300, rate_limit_per_minute=None, latency=0.05)
+    sink = LocalSink(tmp_path)
+    run = f"runs/{start}_{end}/e1"
+    killed = f"{run}/parts/default/2025-02-04/t1-a9-dead0000.ndjson.gz"
+    sink.put_bytes(killed, b"stale", content_type="application/octet-stream")
+
+    def task(index: int, attempt: int) -> Any:
+        return Job(load_settings(job_env(
+            sim.base_url, start, end, OUTPUT_DIR=str(tmp_path), CLOUD_RUN_EXECUTION="e1",
+            CLOUD_RUN_TASK_COUNT="2", CLOUD_RUN_TASK_INDEX=str(index),
+            CLOUD_RUN_TASK_ATTEMPT=str(attempt), FETCH_CONCURRENCY="1")), sink=sink)
+
+    first = task(0, 0).run()  # days 1 and 3
+    assert first.status == "succeeded"
+    parts = {o.name for o in sink.list(f"{run}/parts/")}
+    assert len(parts - {killed}) == 2
+    stopped = task(1, 0)  # days 2 and 4, stopped once day 2 is stored
+    own = f"{run}/parts/default/2025-02-02/{stopped.run_id}.ndjson.gz"
+    watcher = _interrupt_when(stopped, lambda: sink.stat(own) is not None)
+    assert stopped.run().status == "failed"
+    watcher.join()
+    assert {o.name for o in sink.list(f"{run}/parts/")} == parts
+    assert sink.list(f"{run}/chunks/") == []
+
+    retry = task(1, 1).run()
+    assert retry.exit_code == 0 and retry.summary["status"] == "succeeded"
+    assert sink.list(f"{run}/parts/") == [] and sink.list(f"{run}/chunks/") == []
+    assert _empty_folders(tmp_path) == []
+    rows = read_ndjson_gz((tmp_path / run / "conversions.ndjson.gz").read_bytes())
+    ids = [r["conversion_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 4 * 300
+
+
+@pytest.mark.timeout(120)
+def test_sigint_ignored_by_the_parent_stays_ignored(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A job started with SIGINT ignored (a background job of a shell script) is not stopped by
+    it: it runs to the end and exits 0 with every record."""
+    import signal
+    import subprocess
+    import sys
+
+    sim = make_simulator(records_per_day=300, rate_limit_per_minute=None, latency=0.05)
+    env = job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path), CLOUD_RUN_EXECUTION="e1",
+                  FETCH_CONCURRENCY="1")
+    # `trap "" INT` ignores SIGINT; exec keeps it ignored in the job, as a shell does for `&`
+    command = ["sh", "-c", 'trap "" INT; exec "$0" -m app', sys.executable]
+    with subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while sim.request_count() < 2:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert read_summary(tmp_path, START, END, "e1")["status"] == "succeeded"
+    assert {r["conversion_id"] for r in read_result(tmp_path, START, END, "e1")} == _expected(sim)

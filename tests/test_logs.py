@@ -569,6 +569,7 @@ REQUIRED_EVENTS: dict[str, set[str]] = {
     "run_finished": {"status", "records", "pages", "skipped", "duration_seconds", "exit_code"},
     "run_failed": {"error_class", "error"},
     "sigterm_received": set(),
+    "sigint_received": set(),
     "max_records_reached": {"limit"},
     "resource_report": {"title"},
     "heartbeat": set(),

@@ -1,6 +1,6 @@
 """Results in GCS that survive crashes, tested with the real job (subprocesses), the simulator
 and gcp-storage-emulator behind the real google-cloud-storage client: kill -9 and rerun,
-parallel tasks, overlapping executions, storage faults, SIGTERM."""
+parallel tasks, overlapping executions, storage faults, SIGTERM, Ctrl-C (SIGINT)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from app.simulator import Simulator
+from app.simulator import Fault, Simulator
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.gcs_fixtures import GcsEmulator, make_test_gcs_sink
 from tests.support.jobrun import job_env, run_job, start_job
@@ -248,8 +248,6 @@ def test_sigterm_exits_1_within_10_s_and_a_rerun_completes(make_simulator,
     while len(_done_days(bucket_sink)) < 2:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    from app.simulator import Fault
-
     sim.add_fault(Fault(kind="no_answer"))  # the request in flight at SIGTERM never answers
     time.sleep(0.3)
     sent = time.monotonic()
@@ -300,3 +298,61 @@ def test_two_executions_of_three_tasks_at_once_each_end_consistent(make_simulato
     assert succeeded  # at least one execution finished
     for execution in succeeded:
         _assert_exactly_once(sim, bucket_sink, f"runs/{RANGE}/{execution}")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_like_sigterm_exits_130_and_a_rerun_completes(
+        make_simulator, gcs_emulator: GcsEmulator, bucket_sink: Any, tmp_path: Any,  # type: ignore[no-untyped-def]
+        presses: int) -> None:
+    """SIGINT mid-run (pressed once or twice): no request more than 1 s later, exit 130 within
+    10 s, no traceback, summary `failed`/`interrupted`, scratch removed; a rerun completes the
+    range with every record once."""
+    sim = make_simulator(records_per_day=260, rate_limit_per_minute=None, latency=0.25,
+                         hang_seconds=60.0)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = _env(sim, gcs_emulator, REQUEST_TIMEOUT="30", FETCH_CONCURRENCY="1",
+               TMPDIR=str(scratch))
+    proc = start_job(env, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_done_days(bucket_sink)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        sim.add_fault(Fault(kind="no_answer"))  # the request in flight at SIGINT never answers
+        time.sleep(0.3)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        if presses == 2:
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # it did not stop: do not leave it running
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    time.sleep(0.3)  # let the simulator record anything still in its hands
+    late = [e for e in sim.ledger.snapshot() if e.started > sent + 1.0]
+    assert late == []
+    raw = bucket_sink.get_bytes(f"{RUN}/summary.json")
+    assert raw is not None, out[-3000:]
+    summary = json.loads(raw)
+    assert summary["status"] == "failed" and summary["stop_reason"] == "interrupted"
+    names = [json.loads(line).get("event") for line in out.splitlines() if line.strip()]
+    assert names.count("sigint_received") == 1
+    assert "unit_started" not in names[names.index("sigint_received"):]
+    assert bucket_sink.list(f"{RUN}/parts/") == [] and bucket_sink.list(f"{RUN}/chunks/") == []
+    assert list(scratch.iterdir()) == []
+    done = _done_days(bucket_sink)
+    assert len(done) >= 2
+    sim.clear_faults()
+    before = len(sim.ledger.snapshot())
+    rerun = run_job({**env, "CLOUD_RUN_EXECUTION": "ia-x2"})
+    assert rerun.code == 0, rerun.stderr[-3000:]
+    refetched = {e.start_date for e in sim.ledger.snapshot()[before:] if e.endpoint == "range"}
+    assert not refetched & done
+    _assert_exactly_once(sim, bucket_sink, f"runs/{RANGE}/ia-x2")

@@ -133,7 +133,8 @@ def test_cli_help_documents_every_flag() -> None:
     for flag in ("--host", "--port", "--key", "--secret", "--accounts", "--records-per-day",
                  "--fault-rate", "--fault-kinds", "--seed", "--token-ttl", "--rate-limit",
                  "--retry-after", "--latency", "--hang-seconds", "--drip-bytes-per-second",
-                 "--currency", "--validation-rate", "--validation-interval"):
+                 "--currency", "--validation-rate", "--validation-interval", "--expect",
+                 "--records", "--preferred-currency", "--validation-steps"):
         assert flag in result.stdout
 
 
@@ -210,3 +211,81 @@ def test_cli_rejects_a_bad_accounts_value() -> None:
                             cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
     assert result.returncode == 2
     assert "--accounts" in result.stderr
+
+
+def _expect(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.simulator", "--expect", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_cli_expect_prints_what_a_run_against_the_same_options_stored(tmp_path: Path) -> None:
+    """`--expect ACCOUNT START END` with the serving options prints exactly the ids a job run
+    against the served simulator stored in its day store, ascending; with --records (and the
+    job's preferred currency) exactly the records, as served."""
+    from tests.support.jobrun import job_env, read_day, run_job
+
+    start, end = "2025-01-02", "2025-01-04"
+    days = ["2025-01-02", "2025-01-03", "2025-01-04"]
+    accounts = [{"name": "shop", "key": "general", "secret": "cli-secret"},
+                {"name": "mall", "key": "k2", "secret": "cli-secret-2", "currency": "SGD"}]
+    options = ["--accounts", json.dumps(accounts), "--records-per-day", "130", "--seed", "5"]
+    command = [sys.executable, "-m", "app.simulator", "--port", "0", "--rate-limit", "0",
+               *options]
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            assert process.stdout is not None
+            base_url = process.stdout.readline().strip()
+            run = run_job(job_env(base_url, start, end, OUTPUT_DIR=str(tmp_path),
+                                  INVOLVE_ASIA_ACCOUNTS=json.dumps(
+                                      [{k: a[k] for k in ("name", "key", "secret")}
+                                       for a in accounts])))
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=10)
+        finally:
+            process.kill()
+    assert run.code == 0, run.stderr[-3000:]
+    for account in ("shop", "mall"):
+        stored = [r for day in days for r in read_day(tmp_path, account, day)]
+        printed = _expect(account, start, end, *options)
+        assert printed.returncode == 0, printed.stderr
+        ids = [int(line) for line in printed.stdout.splitlines()]
+        assert ids == sorted(r["conversion_id"] for r in stored) and len(ids) == 3 * 130
+    printed = _expect("mall", start, end, *options, "--records", "--preferred-currency", "USD")
+    assert printed.returncode == 0, printed.stderr
+    truth = {r["conversion_id"]: r for r in map(json.loads, printed.stdout.splitlines())}
+    stored_mall = {r["conversion_id"]: {k: v for k, v in r.items() if k != "_account"}
+                   for day in days for r in read_day(tmp_path, "mall", day)}
+    assert truth == stored_mall
+    assert {r["currency"] for r in truth.values()} == {"USD"}
+
+
+@pytest.mark.timeout(30)
+def test_cli_expect_refuses_an_unknown_account_or_a_bad_range() -> None:
+    """--expect with an account the options do not define, a date that is not YYYY-MM-DD, or
+    END before START: exit 2 naming the problem, nothing printed on stdout."""
+    for args, problem in ((["nobody", "2025-01-01", "2025-01-02"], "unknown account"),
+                          (["default", "2025-01-01", "20250102"], "not a date"),
+                          (["default", "2025-01-03", "2025-01-02"], "before START")):
+        result = _expect(*args)
+        assert result.returncode == 2 and result.stdout == ""
+        assert problem in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_cli_expect_records_follow_the_validation_clock() -> None:
+    """--records with --validation-steps N prints the statuses the server serves after N
+    validation steps (the same dataset options), in id order."""
+    simulator = Simulator(records_per_day=40, seed=3, validation_rate=0.5)
+    for steps in (0, 2):
+        printed = _expect("default", DAY, DAY, "--records-per-day", "40", "--seed", "3",
+                          "--validation-rate", "0.5", "--records", "--validation-steps",
+                          str(steps))
+        assert printed.returncode == 0, printed.stderr
+        records = [json.loads(line) for line in printed.stdout.splitlines()]
+        assert records == sorted(simulator.records("default", DAY),
+                                 key=lambda r: int(r["conversion_id"]))
+        simulator.advance_validation(2)
+    assert any("datetime_conversion_updated" in r for r in records)

@@ -946,3 +946,54 @@ def test_local_sidecar_is_not_an_object_and_a_stale_one_is_ignored(local_sink: L
     assert info is not None and dict(info.metadata) == {}
     local_sink.delete("d/x.gz")
     assert not (Path(local_sink.root) / "d" / "x.gz.meta.json").exists()
+
+
+@pytest.mark.timeout(30)
+def test_local_delete_removes_the_folders_it_empties_up_to_the_root(local_sink: LocalSink) -> None:
+    """Folders exist only where objects are, as on GCS: deleting the last object of a folder
+    removes it and every parent it leaves empty; the root and non-empty folders stay."""
+    root = Path(local_sink.root)
+    local_sink.put_bytes("runs/r/e/parts/acct/2025-01-01/t0.ndjson.gz", b"x", metadata={"k": "v"})
+    local_sink.put_bytes("runs/r/e/summary.json", b"{}")
+    local_sink.delete("runs/r/e/parts/acct/2025-01-01/t0.ndjson.gz")
+    assert not (root / "runs/r/e/parts").exists()
+    assert sorted(p.name for p in (root / "runs/r/e").iterdir()) == ["summary.json"]
+    local_sink.delete("runs/r/e/summary.json")
+    assert root.is_dir() and list(root.iterdir()) == []
+    local_sink.delete("runs/r/e/summary.json")  # absent, folders gone: still quiet
+    local_sink.put_bytes("runs/r/e/summary.json", b"{}")  # and the folders come back
+    assert local_sink.get_bytes("runs/r/e/summary.json") == b"{}"
+
+
+@pytest.mark.timeout(60)
+def test_local_writes_racing_with_deletes_that_empty_their_folders_never_fail(
+        local_sink: LocalSink) -> None:
+    """Threads writing and deleting objects in shared folders: a delete that removes a folder
+    a write is about to use never fails that write, and no object is lost or left behind."""
+    errors: list[BaseException] = []
+    kept: list[str] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        try:
+            for n in range(400):
+                name = f"scratch/{n % 3}/day/{index}-{n}.gz"
+                local_sink.put_bytes(name, b"data")
+                if n % 10 == 9:
+                    with lock:
+                        kept.append(name)
+                else:
+                    local_sink.delete(name)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [i.name for i in local_sink.list("scratch/")] == sorted(kept)
+    for name in kept:
+        local_sink.delete(name)
+    assert list(Path(local_sink.root).iterdir()) == []

@@ -2,11 +2,15 @@
 
 The first line on stdout is the base URL (for scripts); a human-readable note goes to stderr,
 in Chinese unless --lang en (default: $LOG_LANGUAGE, else zh).
+
+`--expect ACCOUNT START END` serves nothing: it prints the ground truth of the dataset the same
+options would serve (ids, or records with --records), to check a run against.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
@@ -16,8 +20,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from app.simulator.auth import SimAccount
-from app.simulator.currency import LOCAL_CURRENCIES
-from app.simulator.dataset import DEFAULT_CURRENCY
+from app.simulator.currency import LOCAL_CURRENCIES, PREFERRED_CURRENCIES, convert
+from app.simulator.dataset import DEFAULT_CURRENCY, Dataset
 from app.simulator.faults import DEFAULT_RANDOM_FAULTS, FAULT_KINDS
 from app.simulator.server import RETRY_AFTER_CHOICES, Simulator
 
@@ -66,6 +70,52 @@ def _rate_limit(raw: str) -> int | None:
     if value < 0:
         raise argparse.ArgumentTypeError("expected an integer >= 0 (0 = no throttle)")
     return value or None
+
+
+def _steps(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected an integer >= 0")
+    return value
+
+
+def _date(parser: argparse.ArgumentParser, raw: str) -> dt.date:
+    try:
+        return dt.datetime.strptime(raw, "%Y-%m-%d").date()
+    except ValueError:
+        parser.error(f"--expect: {raw!r} is not a date (expected YYYY-MM-DD)")
+
+
+def expect(args: argparse.Namespace, accounts: Sequence[SimAccount],
+           parser: argparse.ArgumentParser) -> int:
+    """Print the ground truth `--expect` asks for; 0, or 2 for a bad request."""
+    account, raw_start, raw_end = args.expect
+    start, end = _date(parser, raw_start), _date(parser, raw_end)
+    if end < start:
+        parser.error(f"--expect: END {end} is before START {start}")
+    names = [a.name for a in accounts]
+    if account not in names:
+        parser.error(f"--expect: unknown account {account!r}; accounts: {', '.join(names)}")
+    try:
+        dataset = Dataset(names, args.records_per_day, args.seed,
+                          currencies={a.name: a.currency for a in accounts},
+                          validation_rate=args.validation_rate)
+        dataset.advance(args.validation_steps)
+        out = sys.stdout
+        if args.records:
+            for record in dataset.truth_records(account, start, end):
+                out.write(json.dumps(convert(record, args.preferred_currency),
+                                     ensure_ascii=False) + "\n")
+        else:
+            for conversion_id in dataset.truth_ids(account, start, end):
+                out.write(f"{conversion_id}\n")
+        out.flush()
+    except ValueError as error:
+        print(f"simulator: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation-interval", type=_seconds, default=0.0,
                         help="seconds between validation steps; 0 = statuses never move "
                              "(default: %(default)s)")
+    truth = parser.add_argument_group(
+        "ground truth", "print what the dataset holds instead of serving it; the dataset options "
+        "above (--records-per-day, --seed, --accounts or --account-name, --currency, "
+        "--validation-rate) must be the ones the server was started with")
+    truth.add_argument("--expect", nargs=3, metavar=("ACCOUNT", "START", "END"), default=None,
+                       help="print the conversion ids ACCOUNT has from START to END "
+                            "(YYYY-MM-DD, inclusive), one per line, ascending, and exit; records "
+                            "that faults of kind `insert` add while serving are not included")
+    truth.add_argument("--records", action="store_true",
+                       help="with --expect: print the full records as the API serves them, one "
+                            "JSON object per line, in the same order")
+    truth.add_argument("--preferred-currency", choices=PREFERRED_CURRENCIES, default=None,
+                       help="with --records: amounts as filters[preferred_currency] would serve "
+                            "them (the job asks for USD unless PREFERRED_CURRENCY says "
+                            "otherwise; default: the account's local currency)")
+    truth.add_argument("--validation-steps", type=_steps, default=0,
+                       help="with --records: statuses after this many validation steps "
+                            "(default: %(default)s, as served before any step)")
     parser.add_argument("--lang", choices=("zh", "en"),
                         default="en" if os.environ.get("LOG_LANGUAGE") == "en" else "zh",
                         help="language of the human-readable note on stderr "
@@ -134,9 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, serve until interrupted, stop cleanly; 0 on a normal stop."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     accounts = args.accounts or [SimAccount(name=args.account_name, key=args.key,
                                             secret=args.secret, currency=args.currency)]
+    if args.expect is not None:
+        return expect(args, accounts, parser)
     try:
         simulator = Simulator(
             accounts=accounts, records_per_day=args.records_per_day, seed=args.seed,

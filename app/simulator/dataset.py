@@ -31,7 +31,7 @@ import hashlib
 import math
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,6 +349,27 @@ class Dataset:
                 day = self._day(account, date)
                 ids.update(range(day.base_id, day.base_id + day.total))
         return ids
+
+    def truth_ids(self, account: str, start: dt.date | str, end: dt.date | str
+                  ) -> Iterator[int]:
+        """The ids the dataset holds now for the inclusive range, ascending (days ascending,
+        oldest first within a day), one day at a time: a huge range costs no memory."""
+        for date in _days_between(as_date(start), as_date(end)):
+            with self._lock:
+                day = self._day(account, date)
+                total = day.total
+            yield from range(day.base_id, day.base_id + total)
+
+    def truth_records(self, account: str, start: dt.date | str, end: dt.date | str
+                      ) -> Iterator[dict[str, Any]]:
+        """The records `truth_ids` names, as the API serves them now (current statuses, local
+        currency), in the same order, one record at a time."""
+        for date in _days_between(as_date(start), as_date(end)):
+            with self._lock:
+                day = self._day(account, date)
+                total, epoch = day.total, self._epoch
+            for n in range(total):
+                yield self.build(day, n, epoch)
 
     # -- ranges -------------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@
 - A create-only write that meets an existing object holding exactly the bytes it meant to write
   returns that object (compared byte-for-byte by crc32c and size: the local sink has the bytes,
   so it needs no compose marker).
+- Folders are only where objects are, as on GCS: a delete removes the folders it leaves empty,
+  up to (not including) the root. A write whose folder is removed under it that way (by another
+  thread or process) makes it again.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from app.sinks.base import (
     crc32c_file,
     describe,
 )
+
+MKDIR_ATTEMPTS = 10
+"""How often a write makes its folder again when a concurrent delete removes it, empty."""
 
 
 def _sidecar(path: Path) -> Path:
@@ -145,9 +151,7 @@ class LocalSink:
         own = check_metadata(metadata)
         tmp: Path | None = None
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
-            tmp = Path(tmp_name)
+            fd, tmp = self._temp_beside(target)
             with os.fdopen(fd, "wb") as out:
                 fill(out)
                 out.flush()
@@ -181,6 +185,25 @@ class LocalSink:
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _temp_beside(target: Path) -> tuple[int, Path]:
+        """A new temp file in the target's folder (made if missing); (descriptor, path).
+
+        A delete elsewhere in the folder may remove it, empty, between the mkdir and the
+        mkstemp (see `delete`): then make it again. Once the temp file is in it, the folder is
+        not empty and stays."""
+        attempt = 1
+        while True:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                                suffix=TEMP_SUFFIX)
+                return fd, Path(tmp_name)
+            except FileNotFoundError:
+                if attempt >= MKDIR_ATTEMPTS:
+                    raise
+                attempt += 1
 
     @staticmethod
     def _write_sidecar(sidecar: Path, content: dict[str, Any]) -> None:
@@ -300,6 +323,19 @@ class LocalSink:
             return  # the directory is not there either
         except OSError as exc:
             raise StorageError(f"cannot delete {path}: {describe(exc)}") from exc
+        self._prune(path.parent)
+
+    def _prune(self, directory: Path) -> None:
+        """Remove `directory` and its parents while they are empty, up to the root (kept).
+
+        rmdir removes only an empty folder, atomically: one that a write has put a file in
+        stays, and a write racing with this makes its folder again (`_temp_beside`)."""
+        while directory != self._root and directory.is_relative_to(self._root):
+            try:
+                directory.rmdir()
+            except OSError:  # not empty, already gone, or not ours to remove: stop here
+                return
+            directory = directory.parent
 
     def open_read(self, name: str) -> BinaryIO:
         path = self._path(name)
