@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ from typing import Any
 
 import pytest
 
-from app.involve_asia import InvolveAsiaAPI, ResourceMonitor
+from app.config import InvalidSetting
+from app.involve_asia import InvolveAsiaAPI, ResourceMonitor, load_host_settings
 from app.reports import render_original_resource_report
 from app.simulator import Fault, SimAccount, Simulator
 
@@ -533,3 +535,65 @@ def test_a_host_routes_and_silences_the_library_through_the_app_logger(
     assert api.get_conversions("2025-01-02", "2025-01-02") is not None
     assert handler.records == []
     assert not (tmp_path / "output").exists()
+
+
+# -- in process: the settings' order, with a `config` module of the test's -----------------------
+
+
+@pytest.fixture
+def host_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> types.ModuleType:
+    """A `config` module the library imports (as a host's), and a clean environment."""
+    module = types.ModuleType("config")
+    monkeypatch.setitem(sys.modules, "config", module)
+    for name in list(os.environ):
+        if name.startswith(("INVOLVE_ASIA_", "START_", "END_", "DEFAULT_", "MAX_", "PREFERRED_",
+                            "REQUEST", "RATE_", "OUTPUT_", "RESOURCE_", "RETRY_", "LOG_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return module
+
+
+def test_settings_order_is_arguments_then_config_then_environment_then_defaults(
+        host_config: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constructor arguments win over the config, the config over the environment (None counts
+    as unset), the environment over the defaults; call-time constants are read again at each
+    call; the default range is read only for get_conversions_default_range."""
+    host_config.INVOLVE_ASIA_API_SECRET = "config-secret"  # type: ignore[attr-defined]
+    host_config.PREFERRED_CURRENCY = "MYR"  # type: ignore[attr-defined]
+    host_config.MAX_SKIPPED_PAGES = None  # type: ignore[attr-defined]
+    host_config.DEFAULT_END_DATE = "2999-01-01"  # type: ignore[attr-defined]
+    monkeypatch.setenv("INVOLVE_ASIA_API_SECRET", "env-secret")
+    monkeypatch.setenv("PREFERRED_CURRENCY", "USD")
+    monkeypatch.setenv("MAX_SKIPPED_PAGES", "4")
+    assert InvolveAsiaAPI("arg-secret").api_secret == "arg-secret"
+    api = InvolveAsiaAPI()
+    assert api.api_secret == "config-secret" and api.api_key == "general"  # key: the default
+    now = load_host_settings()
+    assert (now.preferred_currency, now.max_skipped_pages, now.max_records) == ("MYR", 4, None)
+    host_config.MAX_RECORDS_LIMIT = 150  # type: ignore[attr-defined]
+    assert load_host_settings().max_records == 150
+    with pytest.raises(InvalidSetting) as bad_date:
+        load_host_settings(dates=True)  # only the default range cares about the dates
+    assert bad_date.value.variable == "config.DEFAULT_END_DATE"
+    assert not (Path.cwd() / "output").exists()
+
+
+def test_invalid_config_values_are_named_as_the_hosts_constants(host_config: types.ModuleType) -> None:
+    """A config constant the job refuses is named `config.NAME` with what is expected; the
+    endpoint URLs must end in their paths and share a base."""
+    host_config.REQUEST_TIMEOUT = "soon"  # type: ignore[attr-defined]
+    with pytest.raises(InvalidSetting) as bad:
+        InvolveAsiaAPI()
+    assert bad.value.variable == "config.REQUEST_TIMEOUT"
+    del host_config.REQUEST_TIMEOUT  # type: ignore[attr-defined]
+    host_config.INVOLVE_ASIA_AUTH_URL = "http://127.0.0.1:9/api/login"  # type: ignore[attr-defined]
+    with pytest.raises(InvalidSetting) as bad:
+        InvolveAsiaAPI()
+    assert bad.value.variable == "config.INVOLVE_ASIA_AUTH_URL"
+    host_config.INVOLVE_ASIA_AUTH_URL = "http://127.0.0.1:9/a/authenticate"  # type: ignore[attr-defined]
+    host_config.INVOLVE_ASIA_CONVERSIONS_URL = "http://127.0.0.1:9/b/conversions/range"  # type: ignore[attr-defined]
+    with pytest.raises(InvalidSetting) as bad:
+        InvolveAsiaAPI()
+    assert bad.value.variable == "config.INVOLVE_ASIA_AUTH_URL"
+    host_config.INVOLVE_ASIA_AUTH_URL = "http://127.0.0.1:9/b/authenticate"  # type: ignore[attr-defined]
+    assert InvolveAsiaAPI().base_url == "http://127.0.0.1:9/b"
