@@ -1,7 +1,8 @@
 """Settings: every environment variable the job reads, its default, and its validation.
 
 The environment is read once, in `load_settings`, and the resulting frozen `Settings` is passed
-down; nothing else in the package reads `os.environ`. Command-line flags override the variable of
+down; nothing else in the job reads `os.environ` (the library facade `app.involve_asia` passes
+it here at each call, with its host's `config` on top). Command-line flags override the variable of
 the same name (`--start-date` == `START_DATE`) and nothing more.
 
 Every value is checked before anything is fetched: a bad one raises `InvalidSetting` (a
@@ -348,12 +349,18 @@ def load_settings(
     *,
     today: dt.date | None = None,
     now: dt.datetime | None = None,
+    require_secret: bool = True,
+    check_output_dir: bool = True,
 ) -> Settings:
     """Validate the environment (plus flag overrides) into Settings, or raise InvalidSetting.
 
     `now` (timezone-aware) is the start time: it names a local execution and gives today's date
     in TIMEZONE. `today` overrides just the date. Tests pass them; production leaves them to
     the clock. When GCS_BUCKET is unset this creates OUTPUT_DIR if it is missing.
+
+    A library caller (`app.involve_asia`) passes `require_secret=False` (no secret gives an
+    account with an empty secret, refused when it authenticates) and `check_output_dir=False`
+    (nothing is created until it writes).
     """
     merged: dict[str, str] = dict(env)
     for name, value in (overrides or {}).items():
@@ -372,8 +379,8 @@ def load_settings(
     if values["INVOLVE_ASIA_ACCOUNTS"] is not None:
         accounts = values["INVOLVE_ASIA_ACCOUNTS"]
     else:
-        secret = values["INVOLVE_ASIA_API_SECRET"]
-        if not secret:
+        secret = values["INVOLVE_ASIA_API_SECRET"] or ""
+        if not secret and require_secret:
             raise InvalidSetting("INVOLVE_ASIA_API_SECRET", "(unset)",
                                  Text("the API secret, or INVOLVE_ASIA_ACCOUNTS",
                                       "API 密钥（secret），或设置 INVOLVE_ASIA_ACCOUNTS"))
@@ -387,7 +394,7 @@ def load_settings(
     start, end = _date_range(values, today)
 
     task = _cloud_run_task(env, now)
-    if values["GCS_BUCKET"] is None:
+    if values["GCS_BUCKET"] is None and check_output_dir:
         _check_output_dir(str(raws["OUTPUT_DIR"]), values["OUTPUT_DIR"])
 
     return Settings(

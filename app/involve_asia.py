@@ -1,120 +1,476 @@
-"""The original WeeklyReporter module's interface, `InvolveAsiaAPI`, for code written against
-it (see the contract, "The original interface"), on this job's fetch core: the API client
-(`app.api`), the pager, the throttle and the retry policy.
+"""The original WeeklyReporter module (`modules/involve_asia_api.py`), drop-in: a host program
+replaces that file with `from app.involve_asia import *` and runs unchanged (see the contract,
+"The original interface"), on this job's fetch core: the API client (`app.api`), the pager,
+the throttle and the retry policy.
+
+Settings, in this order (the first that has a value wins; None counts as no value):
+
+1. the constructor's `api_secret` / `api_key`;
+2. the host program's `config` module (`import config`, when the host has one), read where the
+   original read it: the URLs, key, secret, REQUEST_TIMEOUT, MAX_RETRY_ATTEMPTS and REQUEST_DELAY
+   when a client is built (they become its attributes); PREFERRED_CURRENCY, DEFAULT_PAGE_LIMIT,
+   MAX_RECORDS_LIMIT, MAX_SKIPPED_PAGES, RATE_LIMIT_DELAY, OUTPUT_DIR, DEFAULT_START_DATE /
+   DEFAULT_END_DATE (/ DEFAULT_DATE_RANGE) and RESOURCE_MONITOR_ENABLED at each call, so a host
+   that sets `config.MAX_RECORDS_LIMIT` after importing (its `--limit N`) is obeyed;
+3. the job's environment variables (same names; START_DATE / END_DATE for the dates);
+4. the job's defaults.
+
+It is a library: importing it or building a client configures no logging of the host's (its
+lines go through the `app` logger, see `app.library_log`), creates no folder (save_to_json
+creates OUTPUT_DIR when it writes), and raises nothing for missing credentials
+(`authenticate()` then returns False and says why).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
+from urllib.parse import urlsplit
 
-import structlog
+import psutil
 
 from app.api import AccountClient
-from app.config import Account, Settings, load_settings
+from app.config import DEFAULT_BASE_URL, InvalidSetting, Settings, Text, load_settings
 from app.errors import ApiUnreachable, FatalFetchError, FetchError
 from app.fetch import FetchLoop, PageFetch
 from app.http import HttpClient
-from app.logs import configure_logging, get_logger, register_secret, resolve_format
+from app.library_log import LibraryLog
+from app.messages import label
 from app.models import Page
-from app.pager import Query, RunState, UnitOutcome, Window, answered
+from app.monitor import ResourceMonitor as SnapshotMonitor
+from app.outcome import StopReason
+from app.pager import Arrival, Query, RunState, UnitOutcome, Window, answered
 from app.ratelimit import RateLimiter
+from app.redaction import register_secret
+from app.reports import render_final_summary, render_original_resource_report, render_skip_report
 from app.retry import RetryPolicy
 
-__all__ = ["InvolveAsiaAPI"]
+__all__ = ["InvolveAsiaAPI", "ResourceMonitor"]
+
+AUTH_PATH = "/authenticate"
+CONVERSIONS_PATH = "/conversions/range"
+MB = 1024 * 1024
+GB = 1024 * MB
+
+CONFIG_NAMES: tuple[tuple[str, str], ...] = (
+    ("INVOLVE_ASIA_API_SECRET", "INVOLVE_ASIA_API_SECRET"),
+    ("INVOLVE_ASIA_API_KEY", "INVOLVE_ASIA_API_KEY"),
+    ("INVOLVE_ASIA_BASE_URL", "INVOLVE_ASIA_BASE_URL"),
+    ("REQUEST_TIMEOUT", "REQUEST_TIMEOUT"),
+    ("MAX_RETRY_ATTEMPTS", "MAX_RETRY_ATTEMPTS"),
+    ("REQUEST_DELAY", "REQUEST_DELAY"),
+    ("RATE_LIMIT_DELAY", "RATE_LIMIT_DELAY"),
+    ("PREFERRED_CURRENCY", "PREFERRED_CURRENCY"),
+    ("DEFAULT_PAGE_LIMIT", "DEFAULT_PAGE_LIMIT"),
+    ("MAX_RECORDS_LIMIT", "MAX_RECORDS_LIMIT"),
+    ("MAX_SKIPPED_PAGES", "MAX_SKIPPED_PAGES"),
+    ("OUTPUT_DIR", "OUTPUT_DIR"),
+    ("RESOURCE_MONITOR_ENABLED", "RESOURCE_MONITOR_ENABLED"),
+    ("DEFAULT_START_DATE", "START_DATE"),
+    ("DEFAULT_END_DATE", "END_DATE"),
+    ("DEFAULT_DATE_RANGE", "DEFAULT_DATE_RANGE"),
+)
+"""(the host config's constant, the job's variable it stands for). The endpoint URLs,
+INVOLVE_ASIA_AUTH_URL and INVOLVE_ASIA_CONVERSIONS_URL, stand for INVOLVE_ASIA_BASE_URL (they
+win over the config's INVOLVE_ASIA_BASE_URL: the original used them)."""
+
+
+# -- the host's settings ------------------------------------------------------------------------
+
+
+def host_config() -> ModuleType | None:
+    """The host program's `config` module (`import config`), or None when it has none."""
+    try:
+        return importlib.import_module("config")
+    except ModuleNotFoundError as exc:
+        if exc.name != "config":
+            raise  # the host's config itself imports something missing: its bug, shown as is
+        return None
+
+
+def _as_text(value: object) -> str | None:
+    """A config constant as the text of the variable it stands for; None for None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def base_url_of(auth_url: object, conversions_url: object, *, source: str = "") -> str | None:
+    """The API base URL two endpoint URLs share (None when neither is given); InvalidSetting
+    when one does not end in its path or they name different bases."""
+    bases: list[str] = []
+    for name, url, path in (("INVOLVE_ASIA_AUTH_URL", auth_url, AUTH_PATH),
+                            ("INVOLVE_ASIA_CONVERSIONS_URL", conversions_url, CONVERSIONS_PATH)):
+        text = _as_text(url)
+        if text is None:
+            continue
+        text = text.strip().rstrip("/")
+        if not text.endswith(path):
+            raise InvalidSetting(source + name, text,
+                                 Text(f"a URL ending in {path}", f"以 {path} 结尾的网址"))
+        bases.append(text[: -len(path)])
+    if len(set(bases)) > 1:
+        raise InvalidSetting(source + "INVOLVE_ASIA_AUTH_URL", _as_text(auth_url),
+                             Text("the base URL of INVOLVE_ASIA_CONVERSIONS_URL",
+                                  "与 INVOLVE_ASIA_CONVERSIONS_URL 相同的基础网址"))
+    return bases[0] if bases else None
+
+
+def _host_values() -> tuple[dict[str, str], dict[str, str]]:
+    """What the host config gives, by the job's variable, and where each came from."""
+    module = host_config()
+    values: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    if module is None:
+        return values, origin
+    for name, variable in CONFIG_NAMES:
+        text = _as_text(getattr(module, name, None))
+        if text is not None:
+            values[variable], origin[variable] = text, f"config.{name}"
+    base = base_url_of(getattr(module, "INVOLVE_ASIA_AUTH_URL", None),
+                       getattr(module, "INVOLVE_ASIA_CONVERSIONS_URL", None), source="config.")
+    if base is not None:
+        values["INVOLVE_ASIA_BASE_URL"] = base
+        origin["INVOLVE_ASIA_BASE_URL"] = "config.INVOLVE_ASIA_CONVERSIONS_URL"
+    return values, origin
+
+
+def _raw(variable: str, default: str) -> str:
+    """One variable's text, host config first, then the environment (not validated)."""
+    values, _ = _host_values()
+    text = values.get(variable) or os.environ.get(variable) or ""
+    return text.strip() or default
+
+
+_DATE_VARIABLES = ("START_DATE", "END_DATE", "DEFAULT_DATE_RANGE")
+
+
+def load_host_settings(api_secret: str | None = None, api_key: str | None = None, *,
+                       dates: bool = False) -> Settings:
+    """The settings in the order of the module docstring, validated as the job validates them
+    (an invalid config constant is named as `config.NAME`). Needs no secret; creates nothing.
+
+    The default range is read only with `dates` (for `get_conversions_default_range`): a call
+    with its own dates does not depend on it. Without, the range is yesterday."""
+    values, origin = _host_values()
+    env = {**os.environ, **values}
+    if not dates:
+        for variable in _DATE_VARIABLES:
+            env.pop(variable, None)
+    for variable, given in (("INVOLVE_ASIA_API_SECRET", api_secret),
+                            ("INVOLVE_ASIA_API_KEY", api_key)):
+        if given:
+            env[variable] = given
+            origin.pop(variable, None)
+    if api_secret or "INVOLVE_ASIA_API_SECRET" in values:
+        env.pop("INVOLVE_ASIA_ACCOUNTS", None)  # one explicit account replaces the job's list
+    try:
+        return load_settings(env, require_secret=False, check_output_dir=False)
+    except InvalidSetting as exc:
+        where = origin.get(exc.variable)
+        if where is None:
+            raise
+        raise InvalidSetting(where, exc.value, Text(exc.expected, exc.expected_zh)) from exc
+
+
+def _language() -> str:
+    return "en" if os.environ.get("LOG_LANGUAGE", "").strip().lower() == "en" else "zh"
+
+
+# -- the original's resource monitor ------------------------------------------------------------
+
+
+class ResourceMonitor:
+    """The original module's resource monitor, as its async sibling imports it
+    (`from modules.involve_asia_api import ResourceMonitor`), on the job's own resource
+    snapshots (`app.monitor.ResourceMonitor`): the original's methods and result shapes (MB, GB,
+    percent), and its report (`print_resource_status`), in Chinese, or English with
+    LOG_LANGUAGE=en. Connectivity is checked against the API's own host (the host config's
+    URLs, else INVOLVE_ASIA_BASE_URL), not a public DNS server.
+
+    `api_url` overrides that host, `output_dir` the folder of the JSON files (default:
+    OUTPUT_DIR at each call), `language` ("zh" / "en") the report's language."""
+
+    def __init__(self, api_url: str | None = None, *,
+                 output_dir: str | os.PathLike[str] | None = None,
+                 language: str | None = None) -> None:
+        self.api_url = api_url or _raw("INVOLVE_ASIA_BASE_URL", DEFAULT_BASE_URL)
+        self.output_dir = output_dir
+        self.language = language
+        folder = Path(output_dir if output_dir is not None else _raw("OUTPUT_DIR", "./output"))
+        self._snapshots = SnapshotMonitor(output_dir=folder, api_url=self.api_url)
+        self.start_time = time.time()
+        self.initial_memory = self.get_memory_usage()
+
+    def get_memory_usage(self) -> dict[str, Any]:
+        """{"rss": MB, "vms": MB, "percent"} of this process, or {"error": text}."""
+        memory = self._snapshots.measure("memory")
+        if "error" in memory:
+            return {"error": memory["error"]}
+        return {"rss": _number(memory["rss_bytes"]) / MB, "vms": _number(memory["vms_bytes"]) / MB,
+                "percent": memory["percent"]}
+
+    def get_cpu_usage(self) -> dict[str, Any]:
+        """{"process_cpu", "system_cpu", "cpu_count"}: percent since the previous reading (the
+        original blocked two seconds to measure one), or {"error": text}."""
+        cpu = self._snapshots.measure("cpu")
+        if "error" in cpu:
+            return {"error": cpu["error"]}
+        return {"process_cpu": cpu["process_percent"], "system_cpu": cpu["system_percent"],
+                "cpu_count": cpu["cores"]}
+
+    def get_network_info(self) -> dict[str, Any]:
+        """{"total_connections", "established_connections"} of this process's internet sockets
+        and the host's "network_io" counters, or {"error": text}."""
+        connections = self._snapshots.measure("connections")
+        if "error" in connections:
+            return {"error": connections["error"]}
+        try:
+            counters = psutil.net_io_counters()
+            io: dict[str, Any] = counters._asdict() if counters is not None else {}
+        except Exception:  # counters are extra: the connection counts still stand
+            io = {}
+        return {"total_connections": connections["total"],
+                "established_connections": connections["established"], "network_io": io}
+
+    def get_disk_usage(self) -> dict[str, Any]:
+        """{"total", "used", "free": GB, "percent"} of the disk holding OUTPUT_DIR, or
+        {"error": text}."""
+        disk = self._snapshots.measure("disk")
+        if "error" in disk:
+            return {"error": disk["error"]}
+        total, used = _number(disk["total_bytes"]), _number(disk["used_bytes"])
+        return {"total": total / GB, "used": used / GB, "free": _number(disk["free_bytes"]) / GB,
+                "percent": used / total * 100 if total else 0.0}
+
+    def get_json_files_info(self, output_dir: str | os.PathLike[str] | None = None
+                            ) -> dict[str, Any]:
+        """The .json files in `output_dir` (default OUTPUT_DIR), oldest first: {"files":
+        [{"name", "size_mb", "modified"}], "total_size_mb", "count"}, or {"error": text}."""
+        if output_dir is None:
+            output_dir = self.output_dir
+        folder = Path(output_dir if output_dir is not None else _raw("OUTPUT_DIR", "./output"))
+        files: list[dict[str, Any]] = []
+        try:
+            if folder.is_dir():
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.name.endswith(".json") and entry.is_file():
+                            stat = entry.stat()
+                            files.append({"name": entry.name, "size_mb": stat.st_size / MB,
+                                          "modified": dt.datetime.fromtimestamp(stat.st_mtime)})
+        except OSError as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        files.sort(key=lambda item: (item["modified"], item["name"]))
+        return {"files": files, "total_size_mb": sum(f["size_mb"] for f in files),
+                "count": len(files)}
+
+    def get_runtime_info(self) -> dict[str, Any]:
+        """{"runtime_seconds", "runtime_formatted": "0h 25m 30s"} since this monitor was built."""
+        seconds = self._snapshots.uptime()
+        whole = int(seconds)
+        return {"runtime_seconds": seconds,
+                "runtime_formatted": f"{whole // 3600}h {whole % 3600 // 60}m {whole % 60}s"}
+
+    def check_connectivity(self, host: str | None = None, port: int | None = None,
+                           timeout: float = 5.0) -> bool:
+        """Whether `host`:`port` accepts a TCP connection within `timeout` seconds; by default
+        the API's own host and port."""
+        if host is None:
+            parts = urlsplit(self.api_url)
+            host = parts.hostname or ""
+            if port is None:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+        target = f"[{host}]" if ":" in host else host
+        probe = SnapshotMonitor(output_dir=None, api_url=f"tcp://{target}:{port or 443}",
+                                enabled=False, connect_timeout=timeout)
+        return probe.measure("api_connectivity").get("reachable") is True
+
+    def status(self) -> dict[str, Any]:
+        """Every reading of the report, as the get_* methods return them."""
+        network = self.get_network_info()
+        reachable = None
+        if "error" not in network:
+            reachable = self._snapshots.measure("api_connectivity").get("reachable") is True
+        return {"runtime": self.get_runtime_info(), "memory": self.get_memory_usage(),
+                "cpu": self.get_cpu_usage(), "network": network, "connectivity": reachable,
+                "disk": self.get_disk_usage(), "json_files": self.get_json_files_info()}
+
+    def render_status(self, prefix: str = "", show_details: bool = True) -> str:
+        """The report `print_resource_status` prints, as text."""
+        language = self.language or _language()
+        return render_original_resource_report(prefix, self.status(), language,
+                                               show_details=show_details)
+
+    def print_resource_status(self, prefix: str = "", show_details: bool = True) -> None:
+        """Print the original's resource report (a blank line before and after, as it did)."""
+        print(f"\n{self.render_status(prefix, show_details)}\n", flush=True)
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+# -- the original's API client ------------------------------------------------------------------
 
 
 class InvolveAsiaAPI:
-    """The original WeeklyReporter module's interface (`modules/involve_asia_api.py`), on this
-    job's fetch core: the same pager, retry policy, throttle and error classes as the job.
+    """The original WeeklyReporter module's API client, on this job's fetch core.
 
     `get_conversions(start, end)` pages the range as one `/conversions/range` query (the job
     pages one day at a time), retries each page with RETRY_BACKOFF's waits (RATE_LIMIT_DELAY
-    after a 429), skips a page after its last retry, retries the skipped pages once more at the
-    end, and stops after more than MAX_SKIPPED_PAGES skips. It returns the original envelope, or
-    None when nothing came back. `iter_conversions` streams the same records instead.
+    after a 429 without Retry-After), skips a page after its last retry, retries the skipped
+    pages once more at the end, stops after more than MAX_SKIPPED_PAGES skips or at
+    MAX_RECORDS_LIMIT records. It returns the original envelope, or None when nothing came back
+    or `authenticate()` has not succeeded. `iter_conversions` streams the same records instead.
 
-    `api_secret` / `api_key` replace the settings' account (INVOLVE_ASIA_ACCOUNTS included);
-    None reads them from the settings (the environment). `settings`, `sleep` and `clock` are
-    hooks for tests. Skipped pages and counters accumulate over the instance's calls, for
-    `get_skipped_pages_summary` and `print_final_summary`.
+    The original's attributes: `api_secret`, `api_key`, `auth_url`, `conversions_url`, `token`
+    (set by a successful `authenticate()`), `resource_monitor`, `request_timeout`, `max_retries`,
+    `request_delay` (read at each call: a host may change them), `skipped_pages` (the numbers of
+    the pages that stayed skipped, over every call).
+
+    `settings` (instead of the host config and the environment), `sleep` and `clock` are hooks
+    for tests.
     """
 
     def __init__(self, api_secret: str | None = None, api_key: str | None = None, *,
                  settings: Settings | None = None, sleep: Callable[[float], object] | None = None,
                  clock: Callable[[], float] | None = None) -> None:
+        self._fixed = settings
         if settings is None:
-            settings = _settings_from_environment(api_secret, api_key)
+            settings = load_host_settings(api_secret, api_key)
         self.settings = settings
         first = settings.accounts[0]
-        self.account = Account(first.name, api_key or first.key, api_secret or first.secret)
-        self.api_key = self.account.key
-        self.base_url = settings.base_url
-        _ensure_logging(settings)
-        register_secret(self.account.secret)
-        self.log = get_logger(account=self.account.name)
-        self._sleep = sleep or time.sleep
-        self._clock = clock or time.monotonic
-        self.http = HttpClient(timeout=settings.request_timeout, clock=self._clock)
-        self.limiter = RateLimiter(
-            per_minute=settings.requests_per_minute,
-            min_interval=settings.request_delay,
-            clock=self._clock,
-            sleep=self._sleep,
-        )
-        self.client = AccountClient(
-            base_url=settings.base_url, key=self.account.key, secret=self.account.secret,
-            http=self.http, limiter=self.limiter, clock=self._clock,
-            on_token=register_secret, log=self.log, currency=settings.preferred_currency,
-        )
-        self.skipped_pages: list[dict[str, Any]] = []
+        self.api_secret: str | None = api_secret or first.secret or None
+        self.api_key: str = api_key or first.key
+        self.account_name = first.name
+        base = settings.base_url.rstrip("/")
+        self.auth_url = base + AUTH_PATH
+        self.conversions_url = base + CONVERSIONS_PATH
+        self.token: str | None = None
+        self.request_timeout: float = settings.request_timeout
+        self.max_retries: int = settings.max_retry_attempts
+        self.request_delay: float = settings.request_delay
+        self.skipped_pages: list[int] = []
+        self.resource_monitor = ResourceMonitor(
+            api_url=base, language=settings.log_language,
+            output_dir=settings.output_dir if self._fixed is not None else None)
         self.stats: dict[str, Any] = {"pages": 0, "requests": 0, "retries": {}, "rereads": 0,
                                       "records": 0, "duration_seconds": 0.0}
+        if self.api_secret:
+            register_secret(self.api_secret)
+        self._sleep = sleep or time.sleep
+        self._clock = clock or time.monotonic
+        self._context: dict[str, Any] = {"account": first.name}
+        """The account label of the current call: the API client's own lines name it too."""
+        self._log = LibraryLog(settings.log_language, self._context)
+        self._client: AccountClient | None = None
+        self._http: HttpClient | None = None
+        self._built: tuple[object, ...] | None = None
+        self._skips: list[dict[str, Any]] = []
+        self._labels: list[str] = []
         self._last: dict[str, Any] = {}
         self._range: tuple[dt.date, dt.date] = (settings.start_date, settings.end_date)
 
+    @property
+    def base_url(self) -> str:
+        """The API base URL `auth_url` and `conversions_url` share."""
+        return base_url_of(self.auth_url, self.conversions_url) or self.settings.base_url
+
+    def _settings_now(self, *, dates: bool = False) -> Settings:
+        """The settings read at each call (the host may have changed its config since); the
+        default range only with `dates`."""
+        return self._fixed if self._fixed is not None else load_host_settings(dates=dates)
+
+    def _api_client(self) -> AccountClient:
+        """The API client for the current attributes (built again when the host changed one:
+        it then signs in again on its first request)."""
+        base = self.base_url
+        key = (base, self.api_key, self.api_secret, float(self.request_timeout),
+               float(self.request_delay))
+        if self._client is None or key != self._built:
+            if self._http is not None:
+                self._http.close()
+            if self.api_secret:
+                register_secret(self.api_secret)
+            self._http = HttpClient(timeout=float(self.request_timeout), clock=self._clock)
+            limiter = RateLimiter(per_minute=self.settings.requests_per_minute,
+                                  min_interval=float(self.request_delay), clock=self._clock,
+                                  sleep=self._sleep)
+            self._client = AccountClient(
+                base_url=base, key=self.api_key, secret=self.api_secret or "", http=self._http,
+                limiter=limiter, clock=self._clock, on_token=self._took_token, log=self._log,
+                currency=self.settings.preferred_currency)
+            self._built = key
+        return self._client
+
+    def _took_token(self, token: str) -> None:
+        register_secret(token)
+        self.token = token
+
     def authenticate(self) -> bool:
-        """Exchange key and secret for a token now: True on success, False otherwise (logged)."""
+        """Exchange key and secret for a token now: True on success, False otherwise (logged,
+        also when there is no secret at all)."""
+        self._context["account"] = self.account_name
+        if not self.api_secret:
+            self._log.error("auth_no_credentials", error_class="auth")
+            return False
         try:
-            self.client.sign_in()
+            self._api_client().sign_in()
         except FetchError as exc:
-            self.log.error("auth_failed", error_class=exc.error_class, error=str(exc))
+            self._log.error("auth_failed", error_class=exc.error_class, error=str(exc))
             return False
         return True
 
     def iter_conversions(self, start_date: str | dt.date, end_date: str | dt.date, *,
                          currency: str | None = None, api_name: str | None = None
                          ) -> Iterator[dict[str, Any]]:
-        """Every conversion of `start_date`..`end_date` (one query), each once, as it arrives.
+        """Every conversion of `start_date`..`end_date` (one query), each once, as it arrives
+        (signing in first when needed).
 
         Raises what the fetch core raises: InvalidCredentials / RequestRejected (retrying cannot
         help) and ApiUnreachable (the API was never reached).
         """
+        return self._iterate(self._settings_now(), start_date, end_date, currency, api_name)
 
-
+    def _iterate(self, settings: Settings, start_date: str | dt.date, end_date: str | dt.date,
+                 currency: str | None, api_name: str | None) -> Iterator[dict[str, Any]]:
         start = _as_date(start_date)
         end = _as_date(end_date)
         self._range = (start, end)
-        label = api_name or self.account.name
-        log = self.log.bind(account=label, api_name=label)
-        self.client.currency = self._currency(currency)
-        state = RunState(max_skipped_pages=self.settings.max_skipped_pages)
+        label_ = api_name or self.account_name
+        if label_ not in self._labels:
+            self._labels.append(label_)
+        self._context["account"] = label_
+        log = self._log.bind(account=label_, api_name=label_)
+        client = self._api_client()
+        client.currency = self._currency(currency, settings)
+        state = RunState(max_skipped_pages=settings.max_skipped_pages)
         fetch = PageFetch(
-            client=self.client,
-            policy=RetryPolicy(max_retries=self.settings.max_retry_attempts,
-                               backoff=self.settings.retry_backoff,
-                               rate_limit_delay=self.settings.rate_limit_delay),
+            client=client,
+            policy=RetryPolicy(max_retries=int(self.max_retries), backoff=settings.retry_backoff,
+                               rate_limit_delay=settings.rate_limit_delay),
             state=state, sleep=self._sleep, clock=self._clock, log=log,
-            page_limit=self.settings.page_limit, account=label,
+            page_limit=settings.page_limit, account=label_,
+            on_trouble=self._on_trouble(settings, log),
         )
-        loop = FetchLoop(window=Window(fetch), state=state, account=label, log=log)
+        loop = FetchLoop(window=Window(fetch), state=state, account=label_, log=log)
         query = Query(start, end)
+        limit = settings.max_records
         self._last = {"count": 0, "total_pages": 0, "pages_fetched": 0, "skipped_pages": [],
                       "records": 0}
         seen: set[object] = set()
@@ -122,21 +478,50 @@ class InvolveAsiaAPI:
 
         def ended(outcome: UnitOutcome) -> None:
             # what the run state still lists: dead twice, or never retried (stopped)
-            still = [s.page for s in state.skipped_for(label, query.label)]
+            still = [s.page for s in state.skipped_for(label_, query.label)]
             self._note_outcome(outcome.count, outcome.total_pages, outcome.pages, still)
 
         try:
-            for arrival in loop.run([query], _OnEnd(ended)):
-                page = answered(arrival.result)
-                if page is not None:
+            # a generator: closed with ours, so an abandoned stream leaves no page in flight
+            run = cast(Generator[Arrival, None, None], loop.run([query], _OnEnd(ended)))
+            with closing(run) as arrivals:
+                for arrival in arrivals:
+                    page = answered(arrival.result)  # a page that stayed short: its records too
+                    if page is None:
+                        continue
                     for record in page.records:
+                        if limit is not None and self._last["records"] >= limit:
+                            break
                         key = record.get("conversion_id")
-                        if key is None or key not in seen:
-                            seen.add(key)
-                            self._last["records"] += 1
-                            yield record
+                        if key is not None and key in seen:
+                            continue
+                        seen.add(key)
+                        self._last["records"] += 1
+                        if limit is not None and self._last["records"] >= limit:
+                            # as the original: the limit ends the query (no further page asked)
+                            log.warning("max_records_reached", limit=limit)
+                            state.request_stop(StopReason.MAX_RECORDS)
+                        yield record
         finally:
             self._finish(state, self._clock() - started)
+            if state.stop_reason == StopReason.SKIP_CAP:
+                log.error("skip_cap_reached", skipped=len(state.skipped),
+                          max_skipped=settings.max_skipped_pages)
+
+    def _on_trouble(self, settings: Settings, log: LibraryLog
+                    ) -> Callable[[str, dict[str, Any]], None]:
+        """A skipped page shows the resource report, as the original did."""
+
+        def trouble(kind: str, fields: dict[str, Any]) -> None:
+            if kind == "skip" and settings.resource_monitor_enabled:
+                title = label("orig_page_skipped", settings.log_language).format(
+                    page=fields.get("page"))
+                self._resource_report(title, log)
+
+        return trouble
+
+    def _resource_report(self, title: str, log: LibraryLog) -> None:
+        log.info("resource_status", title=title, message=self.resource_monitor.render_status(title))
 
     def _note_outcome(self, count: int | None, total_pages: int, pages: int,
                       skipped: list[int]) -> None:
@@ -145,10 +530,11 @@ class InvolveAsiaAPI:
         self._last["pages_fetched"] = pages
         self._last["skipped_pages"] = sorted(skipped)
 
-    def _finish(self, state: Any, seconds: float) -> None:
+    def _finish(self, state: RunState, seconds: float) -> None:
         numbers = state.as_dict()
         self.stats["duration_seconds"] = round(self.stats["duration_seconds"] + seconds, 3)
-        self.skipped_pages.extend(numbers["skipped_pages"])
+        self._skips.extend(numbers["skipped_pages"])
+        self.skipped_pages.extend(int(s["page"]) for s in numbers["skipped_pages"])
         for name in ("pages", "requests", "rereads"):
             self.stats[name] += numbers[name]
         retries = self.stats["retries"]
@@ -156,38 +542,56 @@ class InvolveAsiaAPI:
             retries[error_class] = retries.get(error_class, 0) + n
         self.stats["records"] += self._last.get("records", 0)
         if state.stop_reason is not None:
-            self.stats["stop_reason"] = state.stop_reason
+            self.stats["stop_reason"] = str(state.stop_reason)
 
-    def _currency(self, currency: str | None) -> str | None:
+    @staticmethod
+    def _currency(currency: str | None, settings: Settings) -> str | None:
         if currency is None:
-            return self.settings.preferred_currency
+            return settings.preferred_currency
         return currency.strip().upper() or None
 
     def get_conversions(self, start_date: str | dt.date, end_date: str | dt.date,
                         currency: str | None = None, api_name: str | None = None
                         ) -> dict[str, Any] | None:
-        """The range's conversions in the original envelope, or None when none came back.
+        """The range's conversions in the original envelope, or None: before a successful
+        `authenticate()`, when nothing came back, or when the query failed (bad credentials,
+        an unreachable API), each logged.
 
         `currency` defaults to PREFERRED_CURRENCY ("" asks for the account's local currency);
-        `api_name` labels the log lines and skip records. A failure that ends the query (bad
-        credentials, an unreachable API) is logged and gives None, as the original did.
+        `api_name` names the account in the log lines and skip records.
         """
+        name = api_name or self.account_name
+        self._context["account"] = name
+        log = self._log.bind(account=name, api_name=name)
+        if not self.token:
+            log.error("not_authenticated", error_class="auth")
+            return None
+        settings = self._settings_now()
+        language = settings.log_language
+        prefix = f"[{api_name}] " if api_name else ""
+        log.info("fetch_started", start_date=str(start_date), end_date=str(end_date))
+        if settings.resource_monitor_enabled:
+            self._resource_report(prefix + label("orig_fetch_started", language), log)
         try:
-            records = list(self.iter_conversions(start_date, end_date, currency=currency,
-                                                 api_name=api_name))
+            records = list(self._iterate(settings, start_date, end_date, currency, api_name))
         except (FatalFetchError, ApiUnreachable) as exc:
-            self.log.error("run_failed", account=api_name or self.account.name,
-                           error_class=exc.error_class, error=str(exc))
+            log.error("run_failed", error_class=exc.error_class, error=str(exc))
             return None
-        if not records:
-            return None
+        finally:
+            if settings.resource_monitor_enabled:
+                self._resource_report(prefix + label("orig_fetch_finished", language), log)
         last = self._last
+        if not records:
+            log.error("nothing_fetched", start_date=str(start_date), end_date=str(end_date))
+            return None
+        log.info("fetch_finished", records=len(records), pages=last["pages_fetched"],
+                 skipped=len(last["skipped_pages"]))
         return {
             "status": "success",
             "message": "Success",
             "data": {
                 "page": 1,
-                "limit": self.settings.page_limit,
+                "limit": settings.page_limit,
                 "count": last["count"],
                 "total_pages": last["total_pages"],
                 "pages_fetched": last["pages_fetched"],
@@ -199,44 +603,50 @@ class InvolveAsiaAPI:
 
     def get_conversions_default_range(self, currency: str | None = None
                                       ) -> dict[str, Any] | None:
-        """`get_conversions` over the settings' range (START_DATE..END_DATE, else yesterday)."""
-        return self.get_conversions(self.settings.start_date, self.settings.end_date,
-                                    currency=currency)
+        """`get_conversions` over the default range: DEFAULT_START_DATE..DEFAULT_END_DATE of the
+        host config, else START_DATE..END_DATE, else yesterday."""
+        settings = self._settings_now(dates=True)
+        return self.get_conversions(settings.start_date.isoformat(),
+                                    settings.end_date.isoformat(), currency)
 
     def save_to_json(self, data: Any, filename: str | None = None) -> str | None:
-        """Write `data` as indented UTF-8 JSON (not ASCII-escaped) under OUTPUT_DIR; return the
-        path, or None when it could not be written (logged)."""
+        """Write `data` as indented UTF-8 JSON (not ASCII-escaped) under OUTPUT_DIR (created
+        now if missing); return the path, or None when there is nothing to save (None, empty)
+        or it could not be written (logged)."""
+        if not data:
+            self._log.warning("save_nothing", kind=type(data).__name__)
+            return None
         name = filename or dt.datetime.now().strftime("conversions_%Y%m%d_%H%M%S.json")
-        path = Path(self.settings.output_dir) / name
+        path = Path(self._settings_now().output_dir) / name
         try:
             text = json.dumps(data, ensure_ascii=False, indent=2)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
         except (OSError, TypeError, ValueError) as exc:
-            self.log.error("save_failed", path=str(path), error_class="storage",
-                           error=f"{type(exc).__name__}: {exc}")
+            self._log.error("save_failed", path=str(path), error_class="storage",
+                            error=f"{type(exc).__name__}: {exc}")
             return None
-        self.log.info("saved", path=str(path), bytes=path.stat().st_size)
+        self._log.info("saved", path=str(path), bytes=path.stat().st_size)
         return str(path)
 
     def get_skipped_pages_summary(self) -> str:
-        from app.reports import render_skip_report
-
-        return render_skip_report(self.skipped_pages, self.settings.log_language)
+        """The pages that stayed skipped, over every call: account, range, page, error."""
+        return render_skip_report(self._skips, self.settings.log_language)
 
     def print_final_summary(self) -> None:
-        from app.reports import render_final_summary
-
+        """Print the run summary over every call, then the resource report (as the original)."""
         start, end = self._range
+        language = self.settings.log_language
         print(render_final_summary({
             "status": "partial" if self.skipped_pages else "succeeded",
             "start_date": start.isoformat(),
             "end_date": end.isoformat(),
-            "accounts": [self.account.name],
-            "currency": self.client.currency,
-            "skipped_pages": self.skipped_pages,
+            "accounts": self._labels or [self.account_name],
+            "currency": self._client.currency if self._client else self.settings.preferred_currency,
+            "skipped_pages": self._skips,
             **self.stats,
-        }, self.settings.log_language))
+        }, language), flush=True)
+        self.resource_monitor.print_resource_status(label("orig_final", language))
 
 
 class _OnEnd:
@@ -267,27 +677,3 @@ def _as_date(value: str | dt.date) -> dt.date:
         return value
     return dt.date.fromisoformat(str(value).strip()[:10])
 
-
-def _settings_from_environment(api_secret: str | None, api_key: str | None) -> Settings:
-    """The settings from the environment; explicit credentials stand in for the env's."""
-    env = dict(os.environ)
-    overrides: dict[str, str | None] = {"INVOLVE_ASIA_API_SECRET": api_secret,
-                                        "INVOLVE_ASIA_API_KEY": api_key}
-    if api_secret is not None:
-        env.pop("INVOLVE_ASIA_ACCOUNTS", None)  # one explicit account replaces the list
-    return load_settings(env, overrides)
-
-
-def _ensure_logging(settings: Settings) -> None:
-    """A script that set up no logging gets the job's (JSON or console, LOG_LANGUAGE,
-    secrets redacted); one that did keeps its own."""
-    if structlog.is_configured():
-        return
-    task = settings.task
-    configure_logging(
-        fmt=resolve_format(settings.log_format, on_cloud_run=task.on_cloud_run,
-                           stdout_isatty=sys.stdout.isatty()),
-        language="en" if settings.log_language == "en" else "zh",
-        labels={"job": task.job, "execution": task.execution, "task_index": str(task.index),
-                "attempt": str(task.attempt)},
-    )

@@ -266,6 +266,37 @@ CATALOG: dict[str, tuple[str, str]] = {
         "⚠️ 看门狗检查出错（运行继续）：{error}",
         "⚠️ Watchdog check failed (the run goes on): {error}",
     ),
+    # the original module's interface (app/involve_asia.py)
+    "auth_no_credentials": (
+        "❌ 账户 {account} 没有 API 密钥（api_secret 参数、config.INVOLVE_ASIA_API_SECRET 或"
+        "环境变量 INVOLVE_ASIA_API_SECRET），无法认证",
+        "❌ Account {account} has no API secret (the api_secret argument,"
+        " config.INVOLVE_ASIA_API_SECRET or INVOLVE_ASIA_API_SECRET), cannot authenticate",
+    ),
+    "not_authenticated": (
+        "❌ {account} 没有有效的认证token，请先调用 authenticate()",
+        "❌ {account}: no valid token, call authenticate() first",
+    ),
+    "fetch_started": (
+        "📥 {account} 正在获取转换数据（{start_date} 到 {end_date}）",
+        "📥 {account}: fetching conversions {start_date} to {end_date}",
+    ),
+    "fetch_finished": (
+        "✅ {account} 成功获取数据：{records}条转换记录，共{pages}页，跳过{skipped}页",
+        "✅ {account}: {records} conversions from {pages} pages, {skipped} pages skipped",
+    ),
+    "nothing_fetched": (
+        "❌ {account} 没有获取到任何数据（{start_date} 到 {end_date}）",
+        "❌ {account}: no conversions came back ({start_date} to {end_date})",
+    ),
+    "save_nothing": (
+        "⚠️ 没有数据可保存，未写入文件（{kind}）",
+        "⚠️ Nothing to save, no file written ({kind})",
+    ),
+    "resource_status": (
+        "🔍 {title} 系统资源监控报告",
+        "🔍 {title} System resource report",
+    ),
 }
 
 LABELS: dict[str, tuple[str, str]] = {
@@ -369,6 +400,29 @@ LABELS: dict[str, tuple[str, str]] = {
     "bytes_written": ("写入字节", "Bytes written"),
     "result": ("结果文件", "Result"),
     "no_result": ("无", "none"),
+    # the original module's resource report (ResourceMonitor.print_resource_status)
+    "orig_report": ("系统资源监控报告", "System resource report"),
+    "orig_runtime": ("运行时间", "Runtime"),
+    "orig_memory": ("内存使用", "Memory"),
+    "orig_cpu": ("CPU使用", "CPU"),
+    "orig_cpu_value": ("进程 {process:.1f}%, 系统 {system:.1f}% (共{cores}核)",
+                       "process {process:.1f}%, system {system:.1f}% ({cores} cores)"),
+    "orig_connections": ("网络连接", "Network connections"),
+    "orig_connections_value": ("{established}/{total} (已建立/总数)",
+                               "{established}/{total} (established/total)"),
+    "orig_connectivity": ("网络连通性", "Connectivity"),
+    "orig_connectivity_ok": ("✅ 正常", "✅ OK"),
+    "orig_connectivity_down": ("❌ 异常", "❌ down"),
+    "orig_network": ("网络信息", "Network"),
+    "orig_disk": ("磁盘使用", "Disk"),
+    "orig_json": ("JSON文件", "JSON files"),
+    "orig_json_value": ("{count} 个文件, 总大小 {size:.1f}MB", "{count} files, {size:.1f}MB in total"),
+    "orig_details": ("详细信息", "Details"),
+    "orig_failed": ("获取失败", "unavailable"),
+    "orig_fetch_started": ("数据获取开始", "fetch started"),
+    "orig_fetch_finished": ("数据获取完成", "fetch finished"),
+    "orig_page_skipped": ("第{page}页跳过", "page {page} skipped"),
+    "orig_final": ("最终状态", "final status"),
 }
 
 

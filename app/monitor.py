@@ -127,6 +127,29 @@ class ResourceMonitor:
         result["snapshot_ms"] = round((time.perf_counter() - started) * 1000, 2)
         return result
 
+    FIELDS = ("memory", "cpu", "connections", "disk", "api_connectivity")
+    """The snapshot fields `measure` takes one at a time."""
+
+    def measure(self, name: str) -> dict[str, object]:
+        """One snapshot field (one of FIELDS), measured now on its own, as `snapshot` holds it:
+        {"error": text} when it fails. For callers that ask one question at a time (the
+        original module's resource monitor, `app.involve_asia.ResourceMonitor`)."""
+        fields: dict[str, Callable[[], dict[str, object]]] = {
+            "memory": self._memory,
+            "cpu": self._cpu,
+            "connections": self._connections,
+            "disk": self._disk,
+            "api_connectivity": self._api_connectivity,
+        }
+        if name not in fields:
+            raise ValueError(f"unknown field {name!r}; expected one of {self.FIELDS}")
+        with self._lock:
+            return self._measure(fields[name])
+
+    def uptime(self) -> float:
+        """Seconds since the monitor was built (the snapshot's `uptime_seconds`)."""
+        return self._clock() - self._started
+
     @staticmethod
     def _measure(field: Callable[[], dict[str, object]]) -> dict[str, object]:
         try:

@@ -8,7 +8,7 @@ measured shows its error text, and everything else in the block still prints.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from app.messages import (
     MISSING,
@@ -296,3 +296,93 @@ def render_final_summary(summary: Mapping[str, object], language: str) -> str:
         final_title = "最终" if language != "en" else "final"
         blocks.append(render_resource_report(final_title, resources, language))
     return "\n\n".join(blocks)
+
+
+
+ORIGINAL_RULE = "=" * 60
+"""The original module's report frame."""
+ORIGINAL_DETAIL_FILES = 3
+"""The original report lists the last three JSON files."""
+
+
+def _real(part: Mapping[str, object], key: str) -> float:
+    """A reading's number (an odd value raises: its line then shows as failed)."""
+    value = part[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key}: not a number")
+    return float(value)
+
+
+def render_original_resource_report(prefix: str, status: Mapping[str, object], language: str,
+                                     *, show_details: bool = True) -> str:
+    """The original module's resource report (`print_resource_status`), line for line, from the
+    original monitor's readings: `runtime`, `memory`, `cpu`, `network`, `connectivity` (bool),
+    `disk`, `json_files`, each shaped as that monitor's `get_*` method returns it (a failed one
+    holds "error"). A reading missing or odd shows as failed in its line; the rest still print."""
+
+    def text(key: str) -> str:
+        return label(key, language)
+
+    def failed(part: object) -> str:
+        error = part.get("error") if isinstance(part, Mapping) else None
+        return f"{text('orig_failed')} - {error if error is not None else MISSING}"
+
+    def line(icon: str, key: str, render: Callable[[Mapping[str, object]], str],
+             part: object) -> str:
+        head = f"{icon} {text(key)}: "
+        if not isinstance(part, Mapping) or "error" in part:
+            return head + failed(part)
+        try:
+            return head + render(part)
+        except Exception as exc:  # an odd reading must not hide the other lines
+            return head + failed({"error": f"{type(exc).__name__}: {exc}"})
+
+    def memory(m: Mapping[str, object]) -> str:
+        return (f"{_real(m, 'rss'):.1f}MB (RSS), {_real(m, 'vms'):.1f}MB (VMS),"
+                f" {_real(m, 'percent'):.1f}%")
+
+    def cpu(c: Mapping[str, object]) -> str:
+        return text("orig_cpu_value").format(process=_real(c, "process_cpu"),
+                                             system=_real(c, "system_cpu"),
+                                             cores=int(_real(c, "cpu_count")))
+
+    def connections(n: Mapping[str, object]) -> str:
+        return text("orig_connections_value").format(
+            established=int(_real(n, "established_connections")),
+            total=int(_real(n, "total_connections")))
+
+    def disk(d: Mapping[str, object]) -> str:
+        return (f"{_real(d, 'used'):.1f}GB/{_real(d, 'total'):.1f}GB"
+                f" ({_real(d, 'percent'):.1f}%)")
+
+    def files(part: Mapping[str, object]) -> str:
+        value = text("orig_json_value").format(count=int(_real(part, "count")),
+                                               size=_real(part, "total_size_mb"))
+        listed = part.get("files")
+        if show_details and isinstance(listed, Sequence) and listed:
+            value += f"\n   {text('orig_details')}:"
+            for item in list(listed)[-ORIGINAL_DETAIL_FILES:]:
+                if isinstance(item, Mapping):
+                    name = item.get("name", MISSING)
+                    value += f"\n     - {name}: {_real(item, 'size_mb'):.1f}MB"
+        return value
+
+    runtime = status.get("runtime")
+    runtime_text = (runtime.get("runtime_formatted", MISSING) if isinstance(runtime, Mapping)
+                    else MISSING)
+    lines = [ORIGINAL_RULE, f"🔍 {prefix} {text('orig_report')}", ORIGINAL_RULE,
+             f"⏱️  {text('orig_runtime')}: {runtime_text}",
+             line("💾", "orig_memory", memory, status.get("memory")),
+             line("⚡", "orig_cpu", cpu, status.get("cpu"))]
+    network = status.get("network")
+    if isinstance(network, Mapping) and "error" not in network:
+        lines.append(line("🌐", "orig_connections", connections, network))
+        reachable = status.get("connectivity") is True
+        lines.append(f"🌐 {text('orig_connectivity')}: "
+                     f"{text('orig_connectivity_ok' if reachable else 'orig_connectivity_down')}")
+    else:
+        lines.append(f"🌐 {text('orig_network')}: {failed(network)}")
+    lines.append(line("💿", "orig_disk", disk, status.get("disk")))
+    lines.append(line("📄", "orig_json", files, status.get("json_files")))
+    lines.append(ORIGINAL_RULE)
+    return "\n".join(lines)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
-from app import logs
 from app.config import load_settings
 from app.errors import ApiUnreachable
 from app.involve_asia import InvolveAsiaAPI
@@ -23,12 +22,28 @@ FAST = {"RETRY_BACKOFF": "10,20,30,40,60", "REQUEST_DELAY": "0", "REQUESTS_PER_M
         "REQUEST_TIMEOUT": "2"}
 
 
-@pytest.fixture(autouse=True)
-def _reset_logging() -> Iterator[None]:
-    """The facade sets up logging when nobody has: undo it after each test."""
-    logs.reset_logging()
-    yield
-    logs.reset_logging()
+class _Events(logging.Handler):
+    """The facade's lines on the `app` logger, as {"event", "level", "message", **fields}."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.append({**getattr(record, "fields", {}), "event": getattr(record, "event", None),
+                            "level": record.levelname.lower(), "message": record.getMessage()})
+
+
+@pytest.fixture
+def app_events() -> Iterator[list[dict[str, object]]]:
+    """Every line the facade logs during the test (a handler on the `app` logger)."""
+    handler = _Events()
+    logger = logging.getLogger("app")
+    logger.addHandler(handler)
+    try:
+        yield handler.events
+    finally:
+        logger.removeHandler(handler)
 
 
 def settings_for(base_url: str, tmp_path: Path, **extra: str):  # type: ignore[no-untyped-def]
@@ -78,14 +93,15 @@ def test_get_conversions_returns_the_original_envelope(make_simulator, tmp_path:
 @pytest.mark.timeout(60)
 def test_authenticate_is_false_on_bad_credentials(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """authenticate() answers False for wrong credentials, without retrying; get_conversions
-    then gives None, as the original did."""
+    then gives None without sending anything, as the original did."""
     sim = make_simulator(rate_limit_per_minute=None)
     api = InvolveAsiaAPI(settings=settings_for(sim.base_url, tmp_path,
                                                INVOLVE_ASIA_API_SECRET="wrong"))
     assert api.authenticate() is False
     assert sim.request_count(endpoint="authenticate") == 1
+    assert api.token is None
     assert api.get_conversions("2025-05-01", "2025-05-01") is None
-    assert sim.request_count(endpoint="authenticate") == 2
+    assert sim.request_count(endpoint="authenticate") == 1  # not signed in: nothing is sent
     assert sim.request_count(endpoint="range") == 0
 
 
@@ -111,6 +127,7 @@ def test_nothing_came_back_is_none(make_simulator, tmp_path: Path) -> None:  # t
     twice (an empty answer is confirmed by one more request)."""
     sim = make_simulator(records_per_day=0, rate_limit_per_minute=None)
     api = InvolveAsiaAPI(settings=settings_for(sim.base_url, tmp_path))
+    assert api.authenticate()
     assert api.get_conversions("2025-05-01", "2025-05-03") is None
     assert sim.request_count(endpoint="range") == 2
 
@@ -122,6 +139,7 @@ def test_currency_defaults_to_preferred_currency_and_can_be_chosen(make_simulato
     sim = make_simulator(accounts=[SimAccount(currency="SGD")], records_per_day=150,
                          rate_limit_per_minute=None)
     api = InvolveAsiaAPI(settings=settings_for(sim.base_url, tmp_path))
+    assert api.authenticate()
     day = "2025-05-01"
     by_id = {r["conversion_id"]: r for r in sim.records("default", day)}
     for asked, sent, expected in ((None, "USD", "USD"), ("MYR", "MYR", "MYR"),
@@ -143,6 +161,7 @@ def test_preferred_currency_setting_is_the_default(make_simulator, tmp_path: Pat
     """PREFERRED_CURRENCY=MYR in the settings: get_conversions without currency asks for MYR."""
     sim = make_simulator(records_per_day=30, rate_limit_per_minute=None)
     api = InvolveAsiaAPI(settings=settings_for(sim.base_url, tmp_path, PREFERRED_CURRENCY="MYR"))
+    assert api.authenticate()
     result = api.get_conversions("2025-05-01", "2025-05-01")
     assert result is not None
     assert {r["currency"] for r in result["data"]["data"]} == {"MYR"}
@@ -150,18 +169,26 @@ def test_preferred_currency_setting_is_the_default(make_simulator, tmp_path: Pat
 
 
 @pytest.mark.timeout(60)
-def test_api_name_labels_log_lines_and_skips(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """api_name is the account label of every page line and of the skip records."""
+def test_api_name_labels_log_lines_and_skips(make_simulator, tmp_path: Path, app_events) -> None:  # type: ignore[no-untyped-def]
+    """api_name is the account label of every line of the call (page lines, the token's, the
+    skip's) and of the skip records; skipped_pages holds page numbers, as the original's."""
     sim = make_simulator(records_per_day=250, rate_limit_per_minute=None)
     sim.add_fault(Fault(kind="http_503", date="2025-05-01", page=3))
     api = InvolveAsiaAPI(settings=settings_for(sim.base_url, tmp_path), sleep=lambda s: None)
-    with capture_logs() as captured:
-        result = api.get_conversions("2025-05-01", "2025-05-01", api_name="shop-my")
+    assert api.authenticate()
+    sim.revoke_tokens()  # the call signs in again: that line names the account too
+    result = api.get_conversions("2025-05-01", "2025-05-01", api_name="shop-my")
     assert result is not None and result["data"]["skipped_pages"] == [3]
-    pages = [e for e in captured if e["event"] in ("page_fetched", "page_retry", "page_skipped")]
-    assert pages and all(e["account"] == "shop-my" and e["api_name"] == "shop-my"
-                         for e in pages)
-    assert [(s["account"], s["page"]) for s in api.skipped_pages] == [("shop-my", 3)]
+    call = app_events[[e["event"] for e in app_events].index("fetch_started"):]
+    named = [e for e in call if "account" in e]
+    assert {"page_fetched", "page_retry", "page_skipped", "token_refreshed"} <= {
+        e["event"] for e in named}
+    assert all(e["account"] == "shop-my" for e in named)
+    assert all("shop-my" in str(e["message"]) for e in named if e["event"] in (
+        "fetch_started", "page_fetched", "page_retry", "page_skipped", "token_refreshed",
+        "fetch_finished"))
+    assert api.skipped_pages == [3]
+    assert "shop-my" in api.get_skipped_pages_summary()
 
 
 @pytest.mark.timeout(60)
@@ -185,29 +212,30 @@ def test_save_to_json_writes_indented_utf8_under_output_dir(make_simulator, tmp_
 
 
 @pytest.mark.timeout(60)
-def test_save_to_json_gives_none_when_it_cannot_write(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_save_to_json_gives_none_when_it_cannot_write(make_simulator, tmp_path: Path, app_events) -> None:  # type: ignore[no-untyped-def]
     """A path under a file, or data JSON cannot hold: None and an error line, no exception."""
     sim = make_simulator(records_per_day=10, rate_limit_per_minute=None)
     api = InvolveAsiaAPI(settings=settings_for(sim.base_url, tmp_path))
     (tmp_path / "out" / "taken").write_text("a file, not a folder")
-    with capture_logs() as captured:
-        assert api.save_to_json({"a": 1}, "taken/result.json") is None
-        assert api.save_to_json({"a": object()}, "ok.json") is None
-    assert [e["event"] for e in captured if e["log_level"] == "error"] == ["save_failed"] * 2
+    assert api.save_to_json({"a": 1}, "taken/result.json") is None
+    assert api.save_to_json({"a": object()}, "ok.json") is None
+    assert [e["event"] for e in app_events if e["level"] == "error"] == ["save_failed"] * 2
     assert not (tmp_path / "out" / "ok.json").exists()
 
 
 @pytest.mark.timeout(60)
 def test_an_unreachable_api_gives_none_at_once(tmp_path: Path) -> None:
-    """A closed port: get_conversions gives None after three refused attempts (waits
-    injected); iter_conversions raises ApiUnreachable."""
+    """A closed port: authenticate() is False and get_conversions None at once; iter_conversions
+    raises ApiUnreachable after three refused attempts (waits injected)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     sleeps: list[float] = []
     api = InvolveAsiaAPI(settings=settings_for(f"http://127.0.0.1:{port}", tmp_path),
                          sleep=sleeps.append)
+    assert api.authenticate() is False
     assert api.get_conversions("2025-05-01", "2025-05-01") is None
-    assert len([w for w in sleeps if w >= 1]) == 2  # back-offs; the rest is throttle pacing
+    assert not [w for w in sleeps if w >= 1]
     with pytest.raises(ApiUnreachable):
         list(api.iter_conversions("2025-05-01", "2025-05-01"))
+    assert len([w for w in sleeps if w >= 1]) == 2  # back-offs; the rest is throttle pacing

@@ -1,6 +1,7 @@
 """The original interface as a script uses it: `from app.involve_asia import InvolveAsiaAPI`, run
 as its own process against the simulator, settings from the environment, reading the envelope
-the original module returned and the file its save_to_json wrote."""
+the original module returned, the file its save_to_json wrote and the lines it printed (the
+script configures no logging: the library prints human-readable lines, once each)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from app.messages import human_bytes
 from app.simulator import Fault
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,6 @@ def run_script(tmp_path: Path, source: str, **env: str) -> tuple[int, list[str],
         "REQUEST_DELAY": "0",
         "REQUESTS_PER_MINUTE": "100000",
         "REQUEST_TIMEOUT": "2",
-        "LOG_FORMAT": "json",
         "LOG_LANGUAGE": "en",
         "OUTPUT_DIR": str(tmp_path / "out"),
     }
@@ -63,8 +63,9 @@ def tagged(lines: list[str], tag: str) -> str:
     return found[0]
 
 
-def log_events(lines: list[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in lines if line.startswith("{")]
+def library_lines(lines: list[str]) -> list[str]:
+    """What the library printed (not the script's tagged lines)."""
+    return [line for line in lines if line and not line.split(" ", 1)[0].isupper()]
 
 
 @pytest.mark.timeout(90)
@@ -95,20 +96,26 @@ def test_a_script_in_the_original_style_gets_the_original_results(make_simulator
               for e in sim.ledger.snapshot() if e.endpoint == "range"}
     assert ranges == {("2025-05-01", "2025-05-02", "USD")}
     assert "2025-05-01..2025-05-02" in json.loads(tagged(lines, "SKIPS"))
-    events = [e.get("event") for e in log_events(lines)]
-    assert "page_skipped" in events and "saved" in events
+    printed = library_lines(lines)
+    assert not [line for line in printed if line.startswith("{")]  # human lines, not JSON
+    skipped = [line for line in printed if "page 2 skipped after 6 attempts" in line]
+    assert len(skipped) == 2  # the main pass and the second pass, each once
+    assert [line for line in printed if line.startswith("💾 Saved ")] == [
+        f"💾 Saved {saved} ({human_bytes(saved.stat().st_size)})"]
     assert "demo-secret" not in "\n".join(lines) + stderr
 
 
 @pytest.mark.timeout(90)
 def test_a_script_takes_credentials_currency_and_label_from_settings(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """InvolveAsiaAPI() takes key and secret from the environment; PREFERRED_CURRENCY is the
-    default currency, a per-call currency wins; api_name labels the log lines."""
+    default currency, a per-call currency wins; api_name labels the page lines (the account's
+    name without it)."""
     sim = make_simulator(records_per_day=40, rate_limit_per_minute=None)
     source = """
         from app.involve_asia import InvolveAsiaAPI
 
         api = InvolveAsiaAPI()
+        api.authenticate()
         first = api.get_conversions("2025-05-01", "2025-05-01", api_name="shop-sg")
         second = api.get_conversions("2025-05-01", "2025-05-01", "USD")
         print("CURRENCIES", sorted({r["currency"] for r in first["data"]["data"]}),
@@ -121,7 +128,8 @@ def test_a_script_takes_credentials_currency_and_label_from_settings(make_simula
     assert tagged(lines, "CURRENCIES") == "['MYR'] ['USD']"
     sent = [e.preferred_currency for e in sim.ledger.snapshot() if e.endpoint == "range"]
     assert sent == ["MYR", "USD"]
-    labelled = {e.get("api_name") for e in log_events(lines) if e.get("event") == "page_fetched"}
+    labelled = {line.split(" ")[1] for line in library_lines(lines)
+                if line.startswith("📄 ") and " page 1/1: " in line}
     assert labelled == {"shop-sg", "default"}
 
 

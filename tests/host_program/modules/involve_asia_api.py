@@ -1,0 +1,1 @@
+from app.involve_asia import *
