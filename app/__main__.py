@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from app.config import load_settings, overrides_from, parse_args
+from app.config import load_settings, overrides_from, parse_args, refuse_secret_flags
 from app.errors import ConfigError
 from app.outcome import EXIT_CONFIG
 from app.runner import report_config_error, run, setup_logging
@@ -44,15 +44,21 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     environ = dict(os.environ if env is None else env)
     limit_malloc_arenas(environ)  # before any thread starts
     args = parse_args(argv)
+    overrides = overrides_from(args)
     if args.demo:
         from app.demo import run_demo
 
-        return run_demo(environ, overrides_from(args))
-    overrides = overrides_from(args)
+        try:
+            refuse_secret_flags(overrides)
+        except ConfigError as exc:
+            report_config_error(exc, environ)
+            return EXIT_CONFIG
+        return run_demo(environ, overrides)
     try:
-        settings = load_settings(environ, overrides)
+        settings = load_settings(environ, overrides)  # refuses a secret given as a flag too
     except ConfigError as exc:
-        report_config_error(exc, {**environ, **{k: v for k, v in overrides.items() if v is not None}})
+        report_config_error(exc, {**environ, **{k: v for k, v in overrides.items()
+                                                if v is not None and k in ("LOG_FORMAT", "LOG_LANGUAGE")}})
         return EXIT_CONFIG
     setup_logging(settings, environ)
     return run(settings, env=environ)

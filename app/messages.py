@@ -36,6 +36,21 @@ CATALOG: dict[str, tuple[str, str]] = {
         "❌ 配置错误：{variable}={value}，应为 {expected}",
         "❌ Invalid setting: {variable}={value}, expected {expected}",
     ),
+    "config_missing": (
+        "❌ 配置错误：未设置 {variable}，应设置 {expected}",
+        "❌ Invalid setting: {variable} is not set; set {expected}",
+    ),
+    "config_problem": (
+        "❌ 配置错误：{variable}={value}：{problem}",
+        "❌ Invalid setting: {variable}={value}: {problem}",
+    ),
+    "config_secret_flag": (
+        "❌ 配置错误：{variable} 不能用命令行参数 {flag} 传入：本机的任何用户都能在进程列表中看到命令行。"
+        "请改用环境变量 {variable}（已拒绝运行，什么都没有抓取）",
+        "❌ Invalid setting: {variable} was given as the command-line flag {flag}, which every"
+        " user of this machine can read in the process list; set the environment variable"
+        " {variable} instead (refused: nothing was fetched)",
+    ),
     "storage_credentials_missing": (
         "❌ 配置错误：无法访问 GCS_BUCKET={bucket}，没有可用的 GCS 凭据。请为 Cloud Run 作业配置服务账号，"
         "或在本地设置 GOOGLE_APPLICATION_CREDENTIALS（或运行 gcloud auth application-default login）",
