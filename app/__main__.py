@@ -45,20 +45,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     limit_malloc_arenas(environ)  # before any thread starts
     args = parse_args(argv)
     overrides = overrides_from(args)
-    if args.demo:
-        from app.demo import run_demo
-
-        try:
-            refuse_secret_flags(overrides)
-        except ConfigError as exc:
-            report_config_error(exc, environ)
-            return EXIT_CONFIG
-        return run_demo(environ, overrides)
     try:
-        settings = load_settings(environ, overrides)  # refuses a secret given as a flag too
+        refuse_secret_flags(overrides)  # every user of the machine can read a command line
+        if args.demo:
+            from app.demo import run_demo
+
+            return run_demo(environ, overrides)
+        settings = load_settings(environ, overrides)
     except ConfigError as exc:
-        report_config_error(exc, {**environ, **{k: v for k, v in overrides.items()
-                                                if v is not None and k in ("LOG_FORMAT", "LOG_LANGUAGE")}})
+        logging_flags = {k: v for k, v in overrides.items()
+                         if v is not None and k in ("LOG_FORMAT", "LOG_LANGUAGE")}
+        report_config_error(exc, {**environ, **logging_flags})
         return EXIT_CONFIG
     setup_logging(settings, environ)
     return run(settings, env=environ)

@@ -435,7 +435,8 @@ class AccountFetch(Generic[U]):
         client = AccountClient(base_url=settings.base_url, key=self.account.key, secret=self.account.secret,
                                http=http, limiter=limiter, clock=self.clock,
                                currency=settings.preferred_currency, on_token=register_secret,
-                               log=self.log, token_ttl=self.token_ttl)
+                               on_request=self.state.count_request, log=self.log,
+                               token_ttl=self.token_ttl)
         policy = RetryPolicy(max_retries=settings.max_retry_attempts, backoff=settings.retry_backoff,
                              rate_limit_delay=settings.rate_limit_delay)
         fetch = PageFetch(client=client, policy=policy, state=self.state, account=name,

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,13 +72,23 @@ class InvolveAsiaAPI:
         self.client = AccountClient(
             base_url=settings.base_url, key=self.account.key, secret=self.account.secret,
             http=self.http, limiter=self.limiter, clock=self._clock,
-            on_token=register_secret, log=self.log, currency=settings.preferred_currency,
+            on_token=register_secret, on_request=self._count_request, log=self.log,
+            currency=settings.preferred_currency,
         )
         self.skipped_pages: list[dict[str, Any]] = []
-        self.stats: dict[str, Any] = {"pages": 0, "requests": 0, "retries": {}, "rereads": 0,
+        self._stats_lock = threading.Lock()
+        self.stats: dict[str, Any] = {"pages": 0, "requests": 0, "auth_requests": 0,
+                                      "retries": {}, "rereads": 0,
                                       "records": 0, "duration_seconds": 0.0}
         self._last: dict[str, Any] = {}
         self._range: tuple[dt.date, dt.date] = (settings.start_date, settings.end_date)
+
+    def _count_request(self, authentication: bool) -> None:
+        """Every API request sent, from any thread (`stats`: requests, auth_requests)."""
+        with self._stats_lock:
+            self.stats["requests"] += 1
+            if authentication:
+                self.stats["auth_requests"] += 1
 
     def authenticate(self) -> bool:
         """Exchange key and secret for a token now: True on success, False otherwise (logged)."""
@@ -148,7 +159,7 @@ class InvolveAsiaAPI:
         numbers = state.as_dict()
         self.stats["duration_seconds"] = round(self.stats["duration_seconds"] + seconds, 3)
         self.skipped_pages.extend(numbers["skipped_pages"])
-        for name in ("pages", "requests", "rereads"):
+        for name in ("pages", "rereads"):
             self.stats[name] += numbers[name]
         retries = self.stats["retries"]
         for error_class, n in numbers["retries"].items():

@@ -281,6 +281,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "records": ("记录数", "Records"),
     "pages": ("页数", "Pages"),
     "requests": ("请求数", "Requests"),
+    "requests_value": ("{total}（其中认证 {auth} 次）", "{total} ({auth} to authenticate)"),
     "units": ("任务单元", "Units"),
     "units_value": ("共{total}个，完成{done}个，失败{failed}个", "{done}/{total} done, {failed} failed"),
     "skipped": ("跳过页数", "Skipped pages"),

@@ -244,6 +244,15 @@ def _count(days: object) -> str:
     return str(len(days)) if isinstance(days, Sequence) and not isinstance(days, str) else MISSING
 
 
+def _requests(summary: Mapping[str, object], language: str) -> str:
+    """Every API request sent, and how many of them authenticated (when the summary says)."""
+    total = _num(summary.get("requests"))
+    auth = summary.get("auth_requests")
+    if auth is None:
+        return total
+    return label("requests_value", language).format(total=total, auth=_num(auth))
+
+
 def render_final_summary(summary: Mapping[str, object], language: str) -> str:
     """The end-of-run block: status, range, counts, retries, output, then skips and resources."""
     status = str(summary.get("status", MISSING))
@@ -279,7 +288,7 @@ def render_final_summary(summary: Mapping[str, object], language: str) -> str:
         (label("currency", language), str(summary.get("currency") or label("local_currency", language))),
         (label("records", language), _num(summary.get("records"))),
         (label("pages", language), _num(summary.get("pages"))),
-        (label("requests", language), _num(summary.get("requests"))),
+        (label("requests", language), _requests(summary, language)),
         (label("units", language), unit_text),
         (label("reused", language), _count(summary.get("reused_days"))),
         (label("kept", language), _count(summary.get("kept_days"))),

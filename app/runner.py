@@ -115,7 +115,8 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     level = {"succeeded": "info", "partial": "warning"}.get(result.status, "error")
     getattr(log, level)("run_summary", message=render_final_summary(summary, language),
                         summary_status=result.status, exit_code=result.exit_code,
-                        **{k: summary.get(k) for k in ("records", "pages", "requests", "retries",
+                        **{k: summary.get(k) for k in ("records", "pages", "requests",
+                                                       "auth_requests", "retries",
                                                        "duration_seconds", "result")})
     if summary.get("skipped_pages"):
         log.warning("skip_report", message=render_skip_report(summary["skipped_pages"], language),

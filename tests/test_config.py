@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from app.config import OPTIONS, InvalidSetting, SecretOnCommandLine, load_settings
+from app.config import (
+    OPTIONS,
+    InvalidSetting,
+    SecretOnCommandLine,
+    load_settings,
+    refuse_secret_flags,
+)
 from app.errors import ConfigError
 from app.messages import render_message
 
@@ -450,10 +456,11 @@ def test_a_missing_credentials_file_is_refused_only_when_it_would_be_read(tmp_pa
 
 @pytest.mark.parametrize("variable", ["INVOLVE_ASIA_API_SECRET", "INVOLVE_ASIA_ACCOUNTS"])
 def test_a_secret_given_as_a_flag_is_refused(variable: str) -> None:
-    """A secret among the flag overrides raises SecretOnCommandLine naming the flag; the value
-    appears nowhere in the error."""
+    """A secret among the flags raises SecretOnCommandLine naming the flag; the value appears
+    nowhere in the error. Other flags pass."""
+    refuse_secret_flags({"START_DATE": "2025-01-01", variable: None})
     with pytest.raises(SecretOnCommandLine) as info:
-        load_settings(BASE, {variable: "made-up-flag-secret"})
+        refuse_secret_flags({"START_DATE": "2025-01-01", variable: "made-up-flag-secret"})
     error = info.value
     assert error.variable == variable and error.value == "<hidden>"
     assert error.flag == "--" + variable.lower().replace("_", "-")
