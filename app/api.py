@@ -185,6 +185,11 @@ class AccountClient:
         seconds: float = getattr(self._waits, "seconds", 0.0)
         return seconds
 
+    def throttle_pace(self) -> tuple[int, float]:
+        """(sends reserved at the account's throttle so far, its interval in seconds): tells
+        how much of a wait for a request slot the throttle's own pace explains."""
+        return self._limiter.reservations, self._limiter.interval
+
     # -- authentication
 
     def sign_in(self) -> None:

@@ -97,9 +97,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     ),
     "page_fetched": (
         "📄 {account} {date} 第{page}/{pages}页：{records}条记录"
-        "（请求{duration_ms}毫秒，限流等待{wait_ms}毫秒，第{attempt}次尝试）",
+        "（请求{duration_ms}毫秒，按限流节奏排队{pacing_ms}毫秒，额外等待{wait_ms}毫秒，第{attempt}次尝试）",
         "📄 {account} {date} page {page}/{pages}: {records} records"
-        " ({duration_ms} ms request, {wait_ms} ms throttle wait, attempt {attempt})",
+        " ({duration_ms} ms request, {pacing_ms} ms pacing, {wait_ms} ms extra wait,"
+        " attempt {attempt})",
     ),
     "page_probe": (
         "🔎 {account} {date} 前{dead}页都无法获取，改用第{page}页确定当天的页数",

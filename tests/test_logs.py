@@ -548,7 +548,7 @@ REQUIRED_EVENTS: dict[str, set[str]] = {
     "snapshot_kept": {"account", "date", "records", "fetched_at"},
     "day_changed": {"account", "date", "added", "removed", "changed"},
     "page_fetched": {"account", "date", "page", "pages", "records", "attempt", "duration_ms",
-                     "wait_ms"},
+                     "pacing_ms", "wait_ms"},
     "page_probe": {"account", "date", "page", "dead"},
     "page_interrupted": {"account", "date", "page"},
     "saved": {"path", "bytes"},
