@@ -42,6 +42,9 @@ from app.store import DayStore, RunLayout, Snapshot, SnapshotMeta, iso_utc
 from app.summary import UnitReport
 from app.writer import CHUNK_BYTES
 
+PROGRESS_EVERY = 10
+"""A progress line every this many pages done of a day, and when the day's last page is in."""
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -108,7 +111,7 @@ class Job:
         self._chunk_bytes = chunk_bytes
         self._token_ttl = token_ttl
         self._started = clock()
-        self._progress = Progress()
+        self._progress = Progress(clock=clock)
         self._watchdog: Watchdog | None = None
         self._fetch_sleep: Callable[[float], object] = self._sleep
 
@@ -142,7 +145,8 @@ class Job:
         for unit in mine:
             if not self._reuse(unit):
                 todo.setdefault(unit.account.name, []).append(unit)
-        self._progress.units_total = sum(len(units) for units in todo.values())
+        for name, units in todo.items():
+            self._progress.plan(name, len(units))
 
         watchdog = Watchdog(monitor=self.monitor, log=self.log,
                             stall_timeout=settings.stall_timeout,
@@ -324,23 +328,17 @@ class Job:
             self._watchdog.progress()
         progress = self._progress
         with progress.lock:  # one report at a time, so the lines come out in order
-            unit_done = progress.page_done(account, day.isoformat(), page.pages)
-            if page.page % 10 == 0 or unit_done:
-                self._report_progress(account, day, page)
+            done, day_done = progress.page_done(account, day.isoformat(), page.page, page.pages)
+            if day_done or (done % PROGRESS_EVERY == 0 and done < page.pages):
+                self._report_progress(account, day)
 
-    def _report_progress(self, account: str, day: dt.date, page: Page) -> None:
-        progress = self._progress
-        elapsed = max(self.clock() - self._started, 1e-6)
-        rate = self.state.pages / elapsed * 60
-        self.log.info(
-            "progress", account=account, date=day.isoformat(), page=page.page, pages=page.pages,
-            percent=round(100 * page.page / max(page.pages, 1), 1),
-            records=self.budget.used if self.budget.limit else None,
-            rate=round(rate, 1),
-            eta_seconds=round((page.pages - page.page) / rate * 60, 1) if rate else None,
-            run_percent=round(100 * progress.fraction, 1),
-            run_eta_seconds=progress.eta(elapsed),
-        )
+    def _report_progress(self, account: str, day: dt.date) -> None:
+        """A progress line: the day's pages done (not the page number) and percentage, the
+        account's own rate and ETAs, and the run's (app.progress)."""
+        date = day.isoformat()
+        self.log.info("progress", account=account, date=date,
+                      records=self.budget.used if self.budget.limit else None,
+                      **self._progress.line(account, date))
 
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
         """A retry or a skip: a resource report titled with what happened."""
@@ -351,7 +349,8 @@ class Job:
         with self._reports_lock:
             done = len(self.reports)
         return {"units_total": self._progress.units_total, "units_done": done,
-                **self.state.as_dict(), "stop_reason": self.state.stop_reason}
+                **self.state.as_dict(), "stop_reason": self.state.stop_reason,
+                "progress": self._progress.status()}
 
     # ------------------------------------------------------------------ ending
 

@@ -6,7 +6,8 @@ Templates are `str.format` strings over the event's own fields plus a few derive
 - `error_label`  the human name of `error_class` (see `error_class_label`)
 - `status_label` the human name of `status` (succeeded / partial / failed)
 - `bytes_human`  `bytes` as "12.3 MB"
-- `duration`, `eta`, `run_eta`  `duration_seconds`, `eta_seconds`, `run_eta_seconds` as "1分23秒" / "1m 23s"
+- `duration`, `eta`, `account_eta`, `run_eta`  `duration_seconds`, `eta_seconds`,
+  `account_eta_seconds`, `run_eta_seconds` as "1分23秒" / "1m 23s"
 
 A field the caller did not pass (or passed as None) renders as "?"; a value that does not fit
 the template's format spec is rendered with `str()`; an event that is not in the catalog renders
@@ -149,10 +150,12 @@ CATALOG: dict[str, tuple[str, str]] = {
         " {duplicates} duplicates dropped, {skipped} pages skipped",
     ),
     "progress": (
-        "⏳ {account} {date} 第{page}/{pages}页（{percent:.1f}%），{rate:.1f}页/分钟，"
-        "本单元预计还需{eta}；总进度{run_percent:.1f}%，预计还需{run_eta}",
-        "⏳ {account} {date} page {page}/{pages} ({percent:.1f}%), {rate:.1f} pages/min,"
-        " unit ETA {eta}; run {run_percent:.1f}%, ETA {run_eta}",
+        "⏳ {account} {date} 已完成{pages_done}/{pages}页（{percent:.1f}%），{rate:.1f}页/分钟，"
+        "本日预计还需{eta}，本账户预计还需{account_eta}；总进度{run_percent:.1f}%，"
+        "{run_rate:.1f}页/分钟，预计还需{run_eta}",
+        "⏳ {account} {date}: {pages_done}/{pages} pages ({percent:.1f}%), {rate:.1f} pages/min,"
+        " day ETA {eta}, account ETA {account_eta}; run {run_percent:.1f}%,"
+        " {run_rate:.1f} pages/min, ETA {run_eta}",
     ),
     "snapshot_replaced": (
         "📦 已写入每日快照 {object}（{bytes_human}，{records}条记录）",
@@ -434,6 +437,7 @@ def _derived(fields: Mapping[str, Any], language: Language) -> dict[str, Any]:
     for source, target in (
         ("duration_seconds", "duration"),
         ("eta_seconds", "eta"),
+        ("account_eta_seconds", "account_eta"),
         ("run_eta_seconds", "run_eta"),
     ):
         if source in fields and fields[source] is not None:
