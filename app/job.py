@@ -85,6 +85,7 @@ class Job:
         stop: threading.Event | None = None,
         chunk_bytes: int = CHUNK_BYTES,
         token_ttl: float = TOKEN_TTL,
+        monitor: ResourceMonitor | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -99,7 +100,7 @@ class Job:
         self.budget = RecordBudget(settings.max_records)
         self.run_id = (f"t{settings.task.index}-a{settings.task.attempt}-{secrets.token_hex(4)}")
         self.log = get_logger()
-        self.monitor = ResourceMonitor(
+        self.monitor = monitor or ResourceMonitor(
             output_dir=None if settings.gcs_bucket else settings.output_dir,
             api_url=settings.base_url,
             enabled=settings.resource_monitor_enabled,
@@ -341,9 +342,12 @@ class Job:
                       **self._progress.line(account, date))
 
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
-        """A retry or a skip: a resource report titled with what happened."""
-        title = render_message(f"trouble_{kind}", fields, current_language())
-        self.monitor.report(title, self.log, level="warning" if kind == "retry" else "error")
+        """A retry or a skip, on a fetch worker: handed to the watchdog's thread, which takes the
+        resource snapshot and logs the diagnosis (a retry's as one line, rate-limited per
+        account; a skip's in full). This thread never snapshots or probes."""
+        if self._watchdog is not None:
+            title = render_message(f"trouble_{kind}", fields, current_language())
+            self._watchdog.trouble(kind, title, fields)
 
     def _status(self) -> dict[str, Any]:
         with self._reports_lock:

@@ -268,6 +268,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "reachable": ("✅ 可达", "✅ reachable"),
     "unreachable": ("❌ 不可达", "❌ unreachable"),
     "not_configured": ("未配置", "not configured"),
+    "retries_unreported": ("（该账户上次报告后另有{n}次重试）",
+                           " ({n} more retries of this account since its last report)"),
     # skip report
     "skip_title": ("⏭️ 跳过的页面", "⏭️ Skipped pages"),
     "no_skips": ("✅ 没有跳过的页面", "✅ No skipped pages"),

@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+from structlog.testing import capture_logs
 
+from app import logs
+from app.config import load_settings
+from app.job import Job
+from app.monitor import ResourceMonitor, Watchdog
 from app.progress import Progress
+from app.reports import render_resource_line
 from app.simulator import Fault, SimAccount
+from app.sinks import make_sink
 from tests.support.jobrun import job_env, read_summary, run_job
 
 START, END = "2025-02-01", "2025-02-02"
+
+
+@pytest.fixture(autouse=True)
+def reset_log_config() -> Iterator[None]:
+    """Each test starts and ends with no log handler and structlog defaults."""
+    logs.reset_logging()
+    yield
+    logs.reset_logging()
+
 DAYS = [dt.date(2025, 2, 1), dt.date(2025, 2, 2)]
 
 
@@ -161,3 +181,105 @@ def test_two_accounts_progress_lines_tell_each_accounts_real_rate(make_simulator
         assert [line["percent"] for line in day_lines] == [50.0, 100.0]
     run_percents = [line["run_percent"] for line in lines]
     assert run_percents == sorted(run_percents) and run_percents[-1] == 100.0
+
+
+# -- retries and skips: the diagnosis, off the fetch workers -----------------------------------
+
+
+class ThreadNotingProcess(psutil.Process):
+    """psutil's handle on this process, noting which thread reads its memory: the first field
+    of every resource snapshot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def memory_info(self) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return super().memory_info()
+
+
+RETRY = {"account": "acme", "date": "2025-01-01", "page": 3, "attempt": 1,
+         "error_class": "timeout", "error": "read timed out", "duration_ms": 2000,
+         "pacing_ms": 0, "wait_ms": 0}  # fmt: skip
+
+
+def test_retry_diagnoses_are_one_line_at_most_one_per_account_per_interval() -> None:
+    """Many retries of two accounts at once: one INFO line each, with the resources; more
+    retries within RESOURCE_REPORT_INTERVAL add none (the next line counts them); a skip always
+    gets the full multi-line report at ERROR."""
+    logs.configure_logging(fmt="json", language="en", labels={}, stream=io.StringIO())
+    clock = Clock()
+    monitor = ResourceMonitor(output_dir=None, api_url=None, clock=clock)
+    dog = Watchdog(monitor=monitor, log=logs.get_logger(), stall_timeout=10_000,
+                   report_interval=60, clock=clock)
+    with capture_logs() as captured:
+        for _ in range(5):
+            dog.trouble("retry", "acme p3 retry", RETRY)
+            dog.trouble("retry", "shop p3 retry", {**RETRY, "account": "shop"})
+        dog.report_troubles()
+        clock.now += 59
+        dog.trouble("retry", "acme p3 retry", RETRY)
+        dog.report_troubles()
+        assert len(captured) == 2
+        clock.now += 1
+        dog.trouble("retry", "acme p4 retry", {**RETRY, "page": 4})
+        dog.trouble("skip", "acme p3 skipped", {**RETRY, "attempt": 6})
+        dog.trouble("skip", "acme p5 skipped", {**RETRY, "page": 5, "attempt": 6})
+        dog.report_troubles()
+    retries = [e for e in captured if e.get("kind") == "retry"]
+    assert [(e["account"], e["retries_unreported"]) for e in retries] == [
+        ("acme", 0), ("shop", 0), ("acme", 5)]
+    for entry in retries:
+        assert entry["event"] == "resource_report" and entry["log_level"] == "info"
+        assert "\n" not in entry["message"] and entry["message"].startswith("📊 Resource report")
+        assert {"memory", "cpu", "connections", "api_connectivity"} <= set(entry)
+    assert retries[-1]["page"] == 4
+    assert "5 more retries of this account" in retries[-1]["message"]
+    skips = [e for e in captured if e.get("kind") == "skip"]
+    assert [e["title"] for e in skips] == ["acme p3 skipped", "acme p5 skipped"]
+    for entry in skips:
+        assert entry["log_level"] == "error" and entry["message"].count("\n") >= 6
+
+
+def test_a_retry_diagnosis_line_is_wholly_chinese_by_default() -> None:
+    """The one-line diagnosis in Chinese: title, the four fields, the retries it stood for."""
+    snap = ResourceMonitor(output_dir=None, api_url=None).snapshot()
+    line = render_resource_line("[acme] 2025-01-01 第3页超时重试1", snap, "zh", 2)
+    assert line.startswith("📊 资源报告 · [acme] 2025-01-01 第3页超时重试1：内存 RSS ")
+    assert "CPU 进程 " in line and "网络连接 已建立 " in line and "API连通性 未配置" in line
+    assert line.endswith("（该账户上次报告后另有2次重试）") and "\n" not in line
+
+
+@pytest.mark.timeout(120)
+def test_no_resource_snapshot_runs_on_a_fetch_worker(make_simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A run with retries and a skipped page: every resource snapshot (retry diagnoses, the
+    skip's report, the final one) is taken off the fetch workers, on the watchdog's thread or
+    the main one; the retries give at most one line per account (RESOURCE_REPORT_INTERVAL 30 s),
+    each skip (main pass, second pass) its full report, the summary its final resources."""
+    sim = make_simulator(records_per_day=600, rate_limit_per_minute=None)
+    for page in (2, 3, 4):
+        sim.add_fault(Fault(kind="http_502", date=DAYS[0].isoformat(), page=page, attempts={1}))
+    sim.add_fault(Fault(kind="http_500", date=DAYS[1].isoformat(), page=2,
+                        attempts=set(range(1, 20))))
+    settings = load_settings(job_env(sim.base_url, START, END, OUTPUT_DIR=str(tmp_path),
+                                     CLOUD_RUN_EXECUTION="e1", RESOURCE_REPORT_INTERVAL="30"))
+    process = ThreadNotingProcess()
+    monitor = ResourceMonitor(output_dir=settings.output_dir, api_url=settings.base_url,
+                              process=process)
+    sink = make_sink(bucket=None, prefix="", output_dir=settings.output_dir)
+    with capture_logs() as captured:
+        result = Job(settings, sink=sink, monitor=monitor).run()
+    assert result.summary["skipped_pages"] and result.summary["retries"]["http_status"] >= 3 + 12
+    reports = [e for e in captured if e["event"] == "resource_report"]
+    retry_lines = [e for e in reports if e.get("kind") == "retry"]
+    assert len(retry_lines) == 1 and retry_lines[0]["log_level"] == "info"
+    assert "\n" not in retry_lines[0]["message"]
+    skip_reports = [e for e in reports if e.get("kind") == "skip"]
+    skipped = [e for e in captured if e["event"] == "page_skipped"]  # in each pass
+    assert len(skip_reports) == len(skipped) == 2
+    assert all(e["log_level"] == "error" and e["message"].count("\n") >= 6 for e in skip_reports)
+    assert result.summary["resources"]["memory"]["rss_bytes"] > 0
+    assert process.threads and set(process.threads) <= {"stall-watchdog", "MainThread"}, (
+        process.threads)
+    assert "stall-watchdog" in process.threads
