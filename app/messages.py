@@ -254,6 +254,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "output_files": ("输出文件", "Output files"),
     "uptime": ("运行时长", "Uptime"),
     "api": ("API连通性", "API reachable"),
+    "api_short": ("API连通性", "API"),
     "failed": ("❌ 获取失败", "❌ unavailable"),
     "process": ("进程", "process"),
     "system": ("系统", "system"),

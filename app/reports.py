@@ -186,7 +186,7 @@ _RESOURCE_LINE_FIELDS = (
     ("memory", "memory", _rss),
     ("cpu", "cpu", _cpu_short),
     ("connections", "connections", _established),
-    ("api_connectivity", "api", _api),
+    ("api_connectivity", "api_short", _api),
 )
 
 
