@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from app.config import load_settings, overrides_from, parse_args
+from app.config import load_settings, overrides_from, parse_args, refuse_secret_flags
 from app.errors import ConfigError
 from app.outcome import EXIT_CONFIG, EXIT_INTERRUPTED
 from app.runner import report_config_error, run, setup_logging
@@ -50,15 +50,18 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return status_main(arguments[1:], environ)
     limit_malloc_arenas(environ)  # before any thread starts
     args = parse_args(argv)
-    if args.demo:
-        from app.demo import run_demo
-
-        return run_demo(environ, overrides_from(args))
     overrides = overrides_from(args)
     try:
+        refuse_secret_flags(overrides)  # every user of the machine can read a command line
+        if args.demo:
+            from app.demo import run_demo
+
+            return run_demo(environ, overrides)
         settings = load_settings(environ, overrides)
     except ConfigError as exc:
-        report_config_error(exc, {**environ, **{k: v for k, v in overrides.items() if v is not None}})
+        logging_flags = {k: v for k, v in overrides.items()
+                         if v is not None and k in ("LOG_FORMAT", "LOG_LANGUAGE")}
+        report_config_error(exc, {**environ, **logging_flags})
         return EXIT_CONFIG
     setup_logging(settings, environ)
     return run(settings, env=environ)

@@ -36,6 +36,7 @@ TOKEN_TTL = 7200.0
 """Tokens live about two hours."""
 TOKEN_REFRESH_MARGIN = 600.0
 """Re-authenticate this long before the token's expected expiry."""
+AUTHENTICATE = "/authenticate"
 
 
 _DIGIT_MASK = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
@@ -141,7 +142,7 @@ class AccountClient:
         token_ttl: float = TOKEN_TTL,
         refresh_margin: float = TOKEN_REFRESH_MARGIN,
         on_token: Callable[[str], None] | None = None,
-        on_request: Callable[[], None] | None = None,
+        on_request: Callable[[bool], None] | None = None,
         log: Any = None,
         currency: str | None = None,
     ) -> None:
@@ -172,8 +173,8 @@ class AccountClient:
     def _post(self, path: str, data: Mapping[str, str], token: str | None = None) -> HttpResponse:
         waited = self._limiter.acquire()
         self._waits.seconds = getattr(self._waits, "seconds", 0.0) + waited
-        if self._on_request is not None:
-            self._on_request()
+        if self._on_request is not None:  # every request sent; True: an authentication
+            self._on_request(path == AUTHENTICATE)
         headers = {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -184,6 +185,11 @@ class AccountClient:
         (every request it made, authentication included): not request time."""
         seconds: float = getattr(self._waits, "seconds", 0.0)
         return seconds
+
+    def throttle_pace(self) -> tuple[int, float]:
+        """(sends reserved at the account's throttle so far, its interval in seconds): tells
+        how much of a wait for a request slot the throttle's own pace explains."""
+        return self._limiter.reservations, self._limiter.interval
 
     # -- authentication
 
@@ -198,7 +204,7 @@ class AccountClient:
 
     def authenticate(self) -> str:
         """Exchange key and secret for a token (raises InvalidCredentials when refused)."""
-        response = self._post("/authenticate", {"key": self._key, "secret": self._secret})
+        response = self._post(AUTHENTICATE, {"key": self._key, "secret": self._secret})
         if response.status == 401:
             raise InvalidCredentials("HTTP 401: Invalid Credentials (check key and secret)",
                                      status=401)

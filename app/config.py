@@ -9,9 +9,11 @@ Every value is checked before anything is fetched: a bad one raises `InvalidSett
 `ConfigError`, exit 2) naming the variable, the value (secrets shown as `<hidden>`) and what is
 expected, the last in both log languages so a message is wholly Chinese or wholly English.
 Besides the values themselves, `load_settings` checks that END_DATE and START_DATE are not after
-today (in TIMEZONE) and, when GCS_BUCKET is unset, that OUTPUT_DIR is a folder it can write in
-(creating it if missing). Storage credentials are checked by `python -m app` when it opens the
-sink, before the job starts.
+today (in TIMEZONE); when GCS_BUCKET is unset, that OUTPUT_DIR is a folder it can write in
+(creating it if missing); when it is set (and no emulator is), that GOOGLE_APPLICATION_CREDENTIALS,
+if set, names a file. Storage credentials themselves are checked by `python -m app` when it opens
+the sink, before the job starts. A secret given as a command-line flag is refused
+(`SecretOnCommandLine`): every user of the machine can read a process's command line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import errno
+import os
 import secrets
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from app import values as v
 from app.errors import ConfigError
-from app.values import CURRENCIES, MAX_REQUEST_TIMEOUT, Account, Invalid, Text
+from app.values import CURRENCIES, MAX_REQUEST_TIMEOUT, Account, Invalid, Problem, Text
 
 __all__ = ["CURRENCIES", "MAX_REQUEST_TIMEOUT", "Account", "CloudRunTask", "InvalidSetting",
            "Settings", "Text", "load_settings"]
@@ -39,15 +42,52 @@ DEFAULT_FETCH_CONCURRENCY = 4
 """Requests in flight per account; chosen by `python -m bench` (see README, Performance)."""
 
 class InvalidSetting(ConfigError):
-    """A ConfigError whose expectation is also given in Chinese (`expected` stays English)."""
+    """A ConfigError whose expectation (and problem, if any) is also given in Chinese
+    (`expected` and `problem` stay English). `value` None: the variable is not set."""
 
-    def __init__(self, variable: str, value: object, expected: Text) -> None:
-        super().__init__(variable, value, expected.en)
+    message_key = "config_invalid"
+    """The catalog entry (app.messages) of the human message, see `message_event`."""
+
+    def __init__(self, variable: str, value: object, expected: Text, *,
+                 problem: Text | None = None) -> None:
+        super().__init__(variable, value, expected.en, problem=problem.en if problem else None)
         self.expected_zh = expected.zh
+        self.problem_text = problem
 
     def expected_in(self, language: str) -> str:
         """What a valid value looks like, in `language` ("en", else Chinese)."""
         return self.expected if language == "en" else self.expected_zh
+
+    def problem_in(self, language: str) -> str | None:
+        """What is wrong with the value, in `language`; None when the expectation says it."""
+        if self.problem_text is None:
+            return None
+        return self.problem_text.en if language == "en" else self.problem_text.zh
+
+    def message_event(self) -> str:
+        """Which message says it: the value is missing, wrong in a way `problem` names, or
+        not what is expected. None of them writes `VARIABLE=` before a hidden value."""
+        if self.value is None:
+            return "config_missing"
+        if self.problem_text is not None:
+            return "config_problem"
+        return self.message_key
+
+
+class SecretOnCommandLine(InvalidSetting):
+    """A secret given as a command-line flag: refused, since every user of the machine can
+    read a process's command line (`ps`, /proc/PID/cmdline). The value is never shown."""
+
+    message_key = "config_secret_flag"
+
+    def __init__(self, option: Option) -> None:
+        super().__init__(option.env, "<hidden>", Text(
+            f"the environment variable {option.env}, not the flag {option.flag}",
+            f"环境变量 {option.env}，而不是命令行参数 {option.flag}"))
+        self.flag = option.flag
+
+    def message_event(self) -> str:
+        return self.message_key
 
 
 @dataclass(frozen=True)
@@ -93,15 +133,18 @@ class Option:
 _INPUTS: tuple[Option, ...] = (
     Option("INVOLVE_ASIA_API_KEY", "general", str, Text("a string", "字符串"), "API key"),
     Option("INVOLVE_ASIA_API_SECRET", None, str, Text("a non-empty string", "非空字符串"),
-           "API secret (required unless INVOLVE_ASIA_ACCOUNTS)", secret=True),
+           "API secret (required unless INVOLVE_ASIA_ACCOUNTS); environment only: the flag is"
+           " refused, since every user of the machine can read a command line", secret=True),
     Option("INVOLVE_ASIA_ACCOUNT_NAME", "default", v.account_name, v.NAME,
            "name shown in logs and paths for the single account (printable, no '/')"),
     Option("INVOLVE_ASIA_ACCOUNTS", None, v.accounts, v.ACCOUNTS_RULE,
            'several accounts as a JSON list of {"name","key","secret"} (overrides the single-account'
-           " settings); names unique, printable, no '/'; no key+secret twice", secret=True),
-    Option("START_DATE", None, v.iso_date, v.DATE, "first day, inclusive (default: see DEFAULT_DATE_RANGE)"),
+           " settings); names unique, printable, no '/'; no key+secret twice; environment only,"
+           " like the secret", secret=True),
+    Option("START_DATE", None, v.iso_date, v.DATE,
+           "first day, YYYY-MM-DD, inclusive (default: see DEFAULT_DATE_RANGE)"),
     Option("END_DATE", None, v.iso_date, v.DATE,
-           "last day, inclusive, not after today (default: yesterday in TIMEZONE)"),
+           "last day, YYYY-MM-DD, inclusive, not after today (default: yesterday in TIMEZONE)"),
     Option("DEFAULT_DATE_RANGE", "1", v.int_range(1, 3660), v.int_text(1, 3660),
            "days back from yesterday when dates are unset"),
 )
@@ -138,7 +181,7 @@ class Settings:
     timezone: str = _setting(
         "TIMEZONE", "Asia/Shanghai", v.timezone,
         Text("an IANA time zone", "IANA 时区名（如 Asia/Shanghai）"),
-        "time zone for 'yesterday' and 'today'")
+        "IANA time zone name (e.g. Asia/Shanghai, UTC) for 'yesterday' and 'today'")
     preferred_currency: str | None = _setting(
         "PREFERRED_CURRENCY", "USD", v.currency,
         Text("USD or MYR, or empty for the account's local currency",
@@ -159,47 +202,57 @@ class Settings:
         "REQUEST_TIMEOUT", "30", v.request_timeout,
         Text(f"seconds > 0, at most {MAX_REQUEST_TIMEOUT:g}",
              f"大于 0、不超过 {MAX_REQUEST_TIMEOUT:g} 的秒数"),
-        f"hard cap on one request, whatever the server does (at most {MAX_REQUEST_TIMEOUT:g}s)")
+        f"seconds, > 0 and at most {MAX_REQUEST_TIMEOUT:g}; hard cap on one request, whatever the"
+        " server does")
     max_retry_attempts: int = _setting(
         "MAX_RETRY_ATTEMPTS", "5", v.int_range(0, 100), v.int_text(0, 100),
-        "retries per page after the first try")
+        "retries per page after the first try, 0 to 100")
     retry_backoff: tuple[float, ...] = _setting(
         "RETRY_BACKOFF", "10,20,30,40,60", v.backoff,
         Text("comma-separated seconds >= 0", "逗号分隔的秒数（均大于等于 0）"),
         "waits before retry 1..n, seconds (the last repeats)")
     rate_limit_delay: float = _setting(
         "RATE_LIMIT_DELAY", "30", v.non_negative_float, v.SECONDS_NON_NEGATIVE,
-        "wait after a 429 without Retry-After")
+        "seconds to wait after a 429 (rate limited) answer without Retry-After")
     request_delay: float = _setting(
         "REQUEST_DELAY", "0.5", v.non_negative_float, v.SECONDS_NON_NEGATIVE,
-        "minimum spacing between requests of one account")
+        "seconds; minimum spacing between two requests of one account (a floor under"
+        " REQUESTS_PER_MINUTE's pacing)")
     requests_per_minute: float = _setting(
         "REQUESTS_PER_MINUTE", "60", v.positive_float, Text("a number > 0", "大于 0 的数"),
-        "client-side throttle per account")
+        "requests per minute per account, sent evenly paced (client-side throttle)")
     fetch_concurrency: int = _setting(
         "FETCH_CONCURRENCY", str(DEFAULT_FETCH_CONCURRENCY), v.int_range(1, 32), v.int_text(1, 32),
-        "requests in flight per account")
+        "requests in flight per account, 1 to 32")
     max_skipped_pages: int = _setting(
         "MAX_SKIPPED_PAGES", "10", v.int_range(0), v.int_text(0),
         "more skipped pages than this fails the run")
     page_limit: int = _setting(
         "DEFAULT_PAGE_LIMIT", "100", v.int_range(1, 100), v.int_text(1, 100),
-        "page size (API max 100)")
+        "records per page, 1 to 100 (the API's maximum)")
     max_records: int | None = _setting(
-        "MAX_RECORDS_LIMIT", None, v.int_range(1), v.int_text(1), "stop after this many records")
+        "MAX_RECORDS_LIMIT", None, v.int_range(1), v.int_text(1),
+        "stop after this many records, counted per task across all its accounts and days: each"
+        " record fetched and written once (duplicates and days reused from snapshots do not"
+        " count); the run then ends succeeded, the days it cut short stored as incomplete")
     resource_monitor_enabled: bool = _setting(
-        "RESOURCE_MONITOR_ENABLED", "true", v.boolean, v.TRUE_FALSE, "resource reports on/off")
+        "RESOURCE_MONITOR_ENABLED", "true", v.boolean, v.TRUE_FALSE,
+        "resource reports on or off: true or false")
     resource_report_interval: float = _setting(
-        "RESOURCE_REPORT_INTERVAL", "60", v.positive_float, v.SECONDS_POSITIVE, "heartbeat period")
+        "RESOURCE_REPORT_INTERVAL", "60", v.positive_float, v.SECONDS_POSITIVE,
+        "seconds between two heartbeat resource reports; also the least time between two retry"
+        " diagnoses of one account")
     stall_timeout: float = _setting(
         "STALL_TIMEOUT", "120", v.positive_float, v.SECONDS_POSITIVE,
-        "no progress this long: log stacks and resources")
+        "seconds without a completed page (declared back-off waits aside) before every"
+        " thread's stack and the resources are logged")
     log_format: str | None = _setting(
         "LOG_FORMAT", None, v.choice("json", "console"), Text("json or console", "json 或 console"),
-        "default: json on Cloud Run or without a terminal, console on a terminal")
+        "json or console; default: json on Cloud Run or without a terminal, console on a"
+        " terminal")
     log_language: str = _setting(
         "LOG_LANGUAGE", "zh", v.choice("zh", "en"), Text("zh or en", "zh 或 en"),
-        "language of human-readable messages")
+        "language of human-readable messages: zh (Chinese) or en (English)")
     gcs_bucket: str | None = _setting(
         "GCS_BUCKET", None, v.bucket, v.BUCKET, "result bucket (unset: write to OUTPUT_DIR)")
     gcs_prefix: str = _setting(
@@ -211,7 +264,7 @@ class Settings:
         " missing)")
     fail_on_skipped_pages: bool = _setting(
         "FAIL_ON_SKIPPED_PAGES", "true", v.boolean, v.TRUE_FALSE,
-        "exit 3 when pages stayed skipped")
+        "true or false; true: exit 3 when pages stayed skipped")
 
     @property
     def range_name(self) -> str:
@@ -263,6 +316,9 @@ def _parse(opt: Option, raw: str) -> Any:
         return opt.parse(raw)
     except Invalid as exc:
         raise InvalidSetting(opt.env, "<hidden>" if opt.secret else raw, exc.text) from exc
+    except Problem as exc:
+        raise InvalidSetting(opt.env, "<hidden>" if opt.secret else raw, opt.expected,
+                             problem=exc.text) from exc
     except (ValueError, TypeError) as exc:
         raise InvalidSetting(opt.env, "<hidden>" if opt.secret else raw, opt.expected) from exc
 
@@ -343,6 +399,31 @@ def _date_range(values: Mapping[str, Any], today: dt.date) -> tuple[dt.date, dt.
     return start, end
 
 
+def _check_credentials_file(raw: str | None) -> None:
+    """GOOGLE_APPLICATION_CREDENTIALS, when set, must name a file: the storage client would
+    only say "not found" deep in a traceback, after the job has started."""
+    if not raw:
+        return
+    path = Path(raw)
+    expected = Text("the path of a service-account key file (JSON)", "服务账号密钥文件（JSON）的路径")
+    full = "" if path.is_absolute() else os.path.abspath(raw)
+    en, zh = (f" ({full})", f"（{full}）") if full else ("", "")
+    if not path.exists():
+        raise InvalidSetting("GOOGLE_APPLICATION_CREDENTIALS", raw, expected, problem=Text(
+            f"this file does not exist{en}", f"该文件不存在{zh}"))
+    if not path.is_file():
+        raise InvalidSetting("GOOGLE_APPLICATION_CREDENTIALS", raw, expected, problem=Text(
+            f"this is not a file{en}", f"该路径不是文件{zh}"))
+
+
+def refuse_secret_flags(overrides: Mapping[str, str | None]) -> None:
+    """A secret given as a command-line flag raises SecretOnCommandLine: the command line of a
+    process is readable by every user of the machine. Secrets come from the environment."""
+    for opt in OPTIONS:
+        if opt.secret and overrides.get(opt.env) is not None:
+            raise SecretOnCommandLine(opt)
+
+
 def load_settings(
     env: Mapping[str, str],
     overrides: Mapping[str, str | None] | None = None,
@@ -379,11 +460,11 @@ def load_settings(
     if values["INVOLVE_ASIA_ACCOUNTS"] is not None:
         accounts = values["INVOLVE_ASIA_ACCOUNTS"]
     else:
-        secret = values["INVOLVE_ASIA_API_SECRET"] or ""
+        secret = values["INVOLVE_ASIA_API_SECRET"]
         if not secret and require_secret:
-            raise InvalidSetting("INVOLVE_ASIA_API_SECRET", "(unset)",
+            raise InvalidSetting("INVOLVE_ASIA_API_SECRET", None,
                                  Text("the API secret, or INVOLVE_ASIA_ACCOUNTS",
-                                      "API 密钥（secret），或设置 INVOLVE_ASIA_ACCOUNTS"))
+                                      "API 密钥（secret）或 INVOLVE_ASIA_ACCOUNTS"))
         accounts = (Account(values["INVOLVE_ASIA_ACCOUNT_NAME"],
                             values["INVOLVE_ASIA_API_KEY"], secret),)
 
@@ -394,8 +475,11 @@ def load_settings(
     start, end = _date_range(values, today)
 
     task = _cloud_run_task(env, now)
-    if values["GCS_BUCKET"] is None and check_output_dir:
-        _check_output_dir(str(raws["OUTPUT_DIR"]), values["OUTPUT_DIR"])
+    if values["GCS_BUCKET"] is None:
+        if check_output_dir:
+            _check_output_dir(str(raws["OUTPUT_DIR"]), values["OUTPUT_DIR"])
+    elif not env.get("STORAGE_EMULATOR_HOST"):  # an emulator is reached without credentials
+        _check_credentials_file(env.get("GOOGLE_APPLICATION_CREDENTIALS"))
 
     return Settings(
         accounts=accounts,

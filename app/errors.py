@@ -147,15 +147,22 @@ class RequestRejected(FatalFetchError):
 
 
 class ConfigError(JobError):
-    """A setting is missing or invalid; names the variable, the value and what is expected."""
+    """A setting is missing or invalid; names the variable, the value (None: not set) and what
+    is expected, and `problem`: what is wrong, when that says more than the expectation does."""
 
     error_class = "config"
 
-    def __init__(self, variable: str, value: object, expected: str) -> None:
+    def __init__(self, variable: str, value: object, expected: str, *,
+                 problem: str | None = None) -> None:
         self.variable = variable
         self.value = value
         self.expected = expected
-        super().__init__(f"{variable}={value!r}: expected {expected}")
+        self.problem = problem
+        if value is None:
+            text = f"{variable} is not set: expected {expected}"
+        else:
+            text = f"{variable}={value!r}: {problem or f'expected {expected}'}"
+        super().__init__(text)
 
 
 class StorageError(JobError):

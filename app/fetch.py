@@ -8,7 +8,9 @@ through its window (`FetchLoop`; both are `app.pager`), and the job's units of o
   the run goes on) or an `InterruptedPage` (SIGTERM cut it short, or it failed while the run stops: not a
   skip, not a retry, not counted). Bad credentials and a rejected request are raised; so is `ApiUnreachable`
   when an account never answered and its last `UNREACHABLE_AFTER` requests could not connect. Log lines
-  give the request time (`duration_ms`) and the wait for a request slot and the throttle (`wait_ms`) apart.
+  give three times apart: the request (`duration_ms`), the pacing by design (`pacing_ms`: the wait for the
+  account's throttle, and for a request slot while the throttle kept its full pace), and waiting beyond
+  that pace (`wait_ms`: for a slot held by requests slower to answer than the throttle allows).
 - `FetchLoop`: the main pass over an account's queries, then the second pass. The next query starts while
   the current one is down to its last round of requests, so its first page (it sizes it) is answered by the
   time the current one's last pages are; at most `UNIT_LANES` are open. A query ends (the job stores it)
@@ -84,9 +86,11 @@ class PageSource(Protocol):
 @runtime_checkable
 class ThrottleReport(Protocol):
     """A page source that can say how long its last `fetch_page` in this thread waited for its own throttle
-    (seconds). Optional: without it the wait counts as request time."""
+    (seconds), and how many sends its throttle has reserved so far at what interval. Optional: without it
+    the throttle's wait counts as request time, and a wait for a request slot is not told from pacing."""
 
     def throttle_wait(self) -> float: ...
+    def throttle_pace(self) -> tuple[int, float]: ...
 
 
 # -- one page, every attempt -------------------------------------------------------------------------------
@@ -122,12 +126,14 @@ class PageFetch:
         while True:
             attempt += 1
             queued = self._clock()
+            booked = self._throttle.throttle_pace()[0] if self._throttle is not None else 0
             error: FetchError | None = None
             result: Page | None = None
             with slot or nullcontext():
                 if self.state.stopped:
                     return InterruptedPage(page)  # never requested: the unit is simply unfinished
                 sent = self._clock()
+                paced = self._paced(sent - queued, booked)
                 try:
                     result = self.client.fetch_page(q.start, q.end, page, self.page_limit)
                 except FatalFetchError:
@@ -139,7 +145,8 @@ class PageFetch:
             throttle = min(max(throttle, 0.0), ended - sent)
             duration = ended - sent - throttle
             timing = {"duration_ms": round(duration * 1000),
-                      "wait_ms": round((sent - queued + throttle) * 1000)}
+                      "pacing_ms": round((paced + throttle) * 1000),
+                      "wait_ms": round((sent - queued - paced) * 1000)}
             if error is None:
                 assert result is not None
                 self._reach(None)
@@ -173,6 +180,15 @@ class PageFetch:
                                partial=partial)
             self.state.add_skip(skip)
             return skip
+
+    def _paced(self, waited: float, booked: int) -> float:
+        """How much of a wait for a request slot was pacing: while this page waited, the throttle
+        reserved a send per interval for the pages ahead (one interval of slack for the send in
+        progress when it came). The rest of the wait was for requests slower than the pace."""
+        if self._throttle is None:
+            return 0.0
+        reserved, interval = self._throttle.throttle_pace()
+        return min(waited, (reserved - booked + 1) * interval)
 
     def _reach(self, error: FetchError | None) -> None:
         """Track whether the account reaches the API; raise ApiUnreachable when it never has and its last
@@ -477,7 +493,8 @@ class AccountFetch(Generic[U]):
         client = AccountClient(base_url=settings.base_url, key=self.account.key, secret=self.account.secret,
                                http=http, limiter=limiter, clock=self.clock,
                                currency=settings.preferred_currency, on_token=register_secret,
-                               log=self.log, token_ttl=self.token_ttl)
+                               on_request=self.state.count_request, log=self.log,
+                               token_ttl=self.token_ttl)
         policy = RetryPolicy(max_retries=settings.max_retry_attempts, backoff=settings.retry_backoff,
                              rate_limit_delay=settings.rate_limit_delay)
         fetch = PageFetch(client=client, policy=policy, state=self.state, account=name,

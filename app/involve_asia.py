@@ -27,6 +27,7 @@ import datetime as dt
 import importlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
@@ -369,7 +370,9 @@ class InvolveAsiaAPI:
         self.resource_monitor = ResourceMonitor(
             api_url=base, language=settings.log_language,
             output_dir=settings.output_dir if self._fixed is not None else None)
-        self.stats: dict[str, Any] = {"pages": 0, "requests": 0, "retries": {}, "rereads": 0,
+        self._stats_lock = threading.Lock()
+        self.stats: dict[str, Any] = {"pages": 0, "requests": 0, "auth_requests": 0,
+                                      "retries": {}, "rereads": 0,
                                       "records": 0, "duration_seconds": 0.0}
         if self.api_secret:
             register_secret(self.api_secret)
@@ -414,13 +417,20 @@ class InvolveAsiaAPI:
             self._client = AccountClient(
                 base_url=base, key=self.api_key, secret=self.api_secret or "", http=self._http,
                 limiter=limiter, clock=self._clock, on_token=self._took_token, log=self._log,
-                currency=self.settings.preferred_currency)
+                on_request=self._count_request, currency=self.settings.preferred_currency)
             self._built = key
         return self._client
 
     def _took_token(self, token: str) -> None:
         register_secret(token)
         self.token = token
+
+    def _count_request(self, authentication: bool) -> None:
+        """Every API request sent, from any thread (`stats`: requests, auth_requests)."""
+        with self._stats_lock:
+            self.stats["requests"] += 1
+            if authentication:
+                self.stats["auth_requests"] += 1
 
     def authenticate(self) -> bool:
         """Exchange key and secret for a token now: True on success, False otherwise (logged,
@@ -535,7 +545,7 @@ class InvolveAsiaAPI:
         self.stats["duration_seconds"] = round(self.stats["duration_seconds"] + seconds, 3)
         self._skips.extend(numbers["skipped_pages"])
         self.skipped_pages.extend(int(s["page"]) for s in numbers["skipped_pages"])
-        for name in ("pages", "requests", "rereads"):
+        for name in ("pages", "rereads"):
             self.stats[name] += numbers[name]
         retries = self.stats["retries"]
         for error_class, n in numbers["retries"].items():

@@ -51,7 +51,6 @@ from app.output import put_json, read_json
 from app.pager import RunState, UnitOutcome
 from app.progress import Progress
 from app.sinks import ObjectInfo, Sink, is_compose_scratch
-from app.status import VOLUME_LOOKBACK_DAYS, volume_drop
 from app.store import (
     DayChange,
     DayStore,
@@ -63,7 +62,11 @@ from app.store import (
     stored_days,
 )
 from app.summary import UnitReport
+from app.volume import VOLUME_LOOKBACK_DAYS, volume_drop
 from app.writer import CHUNK_BYTES
+
+PROGRESS_EVERY = 10
+"""A progress line every this many pages done of a day, and when the day's last page is in."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class Job:
         stop: threading.Event | None = None,
         chunk_bytes: int = CHUNK_BYTES,
         token_ttl: float = TOKEN_TTL,
+        monitor: ResourceMonitor | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -123,7 +127,7 @@ class Job:
         self.budget = RecordBudget(settings.max_records)
         self.run_id = (f"t{settings.task.index}-a{settings.task.attempt}-{secrets.token_hex(4)}")
         self.log = get_logger()
-        self.monitor = ResourceMonitor(
+        self.monitor = monitor or ResourceMonitor(
             output_dir=None if settings.gcs_bucket else settings.output_dir,
             api_url=settings.base_url,
             enabled=settings.resource_monitor_enabled,
@@ -135,7 +139,7 @@ class Job:
         self._chunk_bytes = chunk_bytes
         self._token_ttl = token_ttl
         self._started = clock()
-        self._progress = Progress()
+        self._progress = Progress(clock=clock)
         self._watchdog: Watchdog | None = None
         self._fetch_sleep: Callable[[float], object] = self._sleep
 
@@ -169,7 +173,8 @@ class Job:
         for unit in mine:
             if not self._reuse(unit):
                 todo.setdefault(unit.account.name, []).append(unit)
-        self._progress.units_total = sum(len(units) for units in todo.values())
+        for name, units in todo.items():
+            self._progress.plan(name, len(units))
 
         watchdog = Watchdog(monitor=self.monitor, log=self.log,
                             stall_timeout=settings.stall_timeout,
@@ -412,34 +417,32 @@ class Job:
             self._watchdog.progress()
         progress = self._progress
         with progress.lock:  # one report at a time, so the lines come out in order
-            unit_done = progress.page_done(account, day.isoformat(), page.pages)
-            if page.page % 10 == 0 or unit_done:
-                self._report_progress(account, day, page)
+            done, day_done = progress.page_done(account, day.isoformat(), page.page, page.pages)
+            if day_done or (done % PROGRESS_EVERY == 0 and done < page.pages):
+                self._report_progress(account, day)
 
-    def _report_progress(self, account: str, day: dt.date, page: Page) -> None:
-        progress = self._progress
-        elapsed = max(self.clock() - self._started, 1e-6)
-        rate = self.state.pages / elapsed * 60
-        self.log.info(
-            "progress", account=account, date=day.isoformat(), page=page.page, pages=page.pages,
-            percent=round(100 * page.page / max(page.pages, 1), 1),
-            records=self.budget.used if self.budget.limit else None,
-            rate=round(rate, 1),
-            eta_seconds=round((page.pages - page.page) / rate * 60, 1) if rate else None,
-            run_percent=round(100 * progress.fraction, 1),
-            run_eta_seconds=progress.eta(elapsed),
-        )
+    def _report_progress(self, account: str, day: dt.date) -> None:
+        """A progress line: the day's pages done (not the page number) and percentage, the
+        account's own rate and ETAs, and the run's (app.progress)."""
+        date = day.isoformat()
+        self.log.info("progress", account=account, date=date,
+                      records=self.budget.used if self.budget.limit else None,
+                      **self._progress.line(account, date))
 
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
-        """A retry or a skip: a resource report titled with what happened."""
-        title = render_message(f"trouble_{kind}", fields, current_language())
-        self.monitor.report(title, self.log, level="warning" if kind == "retry" else "error")
+        """A retry or a skip, on a fetch worker: handed to the watchdog's thread, which takes the
+        resource snapshot and logs the diagnosis (a retry's as one line, rate-limited per
+        account; a skip's in full). This thread never snapshots or probes."""
+        if self._watchdog is not None:
+            title = render_message(f"trouble_{kind}", fields, current_language())
+            self._watchdog.trouble(kind, title, fields)
 
     def _status(self) -> dict[str, Any]:
         with self._reports_lock:
             done = len(self.reports)
         return {"units_total": self._progress.units_total, "units_done": done,
-                **self.state.as_dict(), "stop_reason": self.state.stop_reason}
+                **self.state.as_dict(), "stop_reason": self.state.stop_reason,
+                "progress": self._progress.status()}
 
     # ------------------------------------------------------------------ ending
 

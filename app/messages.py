@@ -6,7 +6,8 @@ Templates are `str.format` strings over the event's own fields plus a few derive
 - `error_label`  the human name of `error_class` (see `error_class_label`)
 - `status_label` the human name of `status` (succeeded / partial / failed)
 - `bytes_human`  `bytes` as "12.3 MB"
-- `duration`, `eta`, `run_eta`  `duration_seconds`, `eta_seconds`, `run_eta_seconds` as "1分23秒" / "1m 23s"
+- `duration`, `eta`, `account_eta`, `run_eta`  `duration_seconds`, `eta_seconds`,
+  `account_eta_seconds`, `run_eta_seconds` as "1分23秒" / "1m 23s"
 
 A field the caller did not pass (or passed as None) renders as "?"; a value that does not fit
 the template's format spec is rendered with `str()`; an event that is not in the catalog renders
@@ -35,6 +36,21 @@ CATALOG: dict[str, tuple[str, str]] = {
     "config_invalid": (
         "❌ 配置错误：{variable}={value}，应为 {expected}",
         "❌ Invalid setting: {variable}={value}, expected {expected}",
+    ),
+    "config_missing": (
+        "❌ 配置错误：未设置 {variable}，应设置 {expected}",
+        "❌ Invalid setting: {variable} is not set; set {expected}",
+    ),
+    "config_problem": (
+        "❌ 配置错误：{variable}={value}：{problem}",
+        "❌ Invalid setting: {variable}={value}: {problem}",
+    ),
+    "config_secret_flag": (
+        "❌ 配置错误：{variable} 不能用命令行参数 {flag} 传入：本机的任何用户都能在进程列表中看到命令行。"
+        "请改用环境变量 {variable}（已拒绝运行，什么都没有抓取）",
+        "❌ Invalid setting: {variable} was given as the command-line flag {flag}, which every"
+        " user of this machine can read in the process list; set the environment variable"
+        " {variable} instead (refused: nothing was fetched)",
     ),
     "storage_credentials_missing": (
         "❌ 配置错误：无法访问 GCS_BUCKET={bucket}，没有可用的 GCS 凭据。请为 Cloud Run 作业配置服务账号，"
@@ -115,9 +131,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     ),
     "page_fetched": (
         "📄 {account} {date} 第{page}/{pages}页：{records}条记录"
-        "（请求{duration_ms}毫秒，限流等待{wait_ms}毫秒，第{attempt}次尝试）",
+        "（请求{duration_ms}毫秒，按限流节奏排队{pacing_ms}毫秒，额外等待{wait_ms}毫秒，第{attempt}次尝试）",
         "📄 {account} {date} page {page}/{pages}: {records} records"
-        " ({duration_ms} ms request, {wait_ms} ms throttle wait, attempt {attempt})",
+        " ({duration_ms} ms request, {pacing_ms} ms pacing, {wait_ms} ms extra wait,"
+        " attempt {attempt})",
     ),
     "page_probe": (
         "🔎 {account} {date} 前{dead}页都无法获取，改用第{page}页确定当天的页数",
@@ -166,10 +183,12 @@ CATALOG: dict[str, tuple[str, str]] = {
         " {duplicates} duplicates dropped, {skipped} pages skipped",
     ),
     "progress": (
-        "⏳ {account} {date} 第{page}/{pages}页（{percent:.1f}%），{rate:.1f}页/分钟，"
-        "本单元预计还需{eta}；总进度{run_percent:.1f}%，预计还需{run_eta}",
-        "⏳ {account} {date} page {page}/{pages} ({percent:.1f}%), {rate:.1f} pages/min,"
-        " unit ETA {eta}; run {run_percent:.1f}%, ETA {run_eta}",
+        "⏳ {account} {date} 已完成{pages_done}/{pages}页（{percent:.1f}%），{rate:.1f}页/分钟，"
+        "本日预计还需{eta}，本账户预计还需{account_eta}；总进度{run_percent:.1f}%，"
+        "{run_rate:.1f}页/分钟，预计还需{run_eta}",
+        "⏳ {account} {date}: {pages_done}/{pages} pages ({percent:.1f}%), {rate:.1f} pages/min,"
+        " day ETA {eta}, account ETA {account_eta}; run {run_percent:.1f}%,"
+        " {run_rate:.1f} pages/min, ETA {run_eta}",
     ),
     "snapshot_replaced": (
         "📦 已写入每日快照 {object}（{bytes_human}，{records}条记录）",
@@ -310,6 +329,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "output_files": ("输出文件", "Output files"),
     "uptime": ("运行时长", "Uptime"),
     "api": ("API连通性", "API reachable"),
+    "api_short": ("API连通性", "API"),
     "failed": ("❌ 获取失败", "❌ unavailable"),
     "process": ("进程", "process"),
     "system": ("系统", "system"),
@@ -364,6 +384,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "status_total": ("合计：完整{complete}，不完整{incomplete}，缺失{missing}；退出码 {code}",
                      "Total: {complete} complete, {incomplete} incomplete, {missing} missing;"
                      " exit code {code}"),
+    "retries_unreported": ("（该账户上次报告后另有{n}次重试）",
+                           " ({n} more retries of this account since its last report)"),
     # skip report
     "skip_title": ("⏭️ 跳过的页面", "⏭️ Skipped pages"),
     "no_skips": ("✅ 没有跳过的页面", "✅ No skipped pages"),
@@ -381,6 +403,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "records": ("记录数", "Records"),
     "pages": ("页数", "Pages"),
     "requests": ("请求数", "Requests"),
+    "requests_value": ("{total}（其中认证 {auth} 次）", "{total} ({auth} to authenticate)"),
     "units": ("任务单元", "Units"),
     "units_value": ("共{total}个，完成{done}个，失败{failed}个", "{done}/{total} done, {failed} failed"),
     "skipped": ("跳过页数", "Skipped pages"),
@@ -556,6 +579,7 @@ def _derived(fields: Mapping[str, Any], language: Language) -> dict[str, Any]:
     for source, target in (
         ("duration_seconds", "duration"),
         ("eta_seconds", "eta"),
+        ("account_eta_seconds", "account_eta"),
         ("run_eta_seconds", "run_eta"),
     ):
         if source in fields and fields[source] is not None:

@@ -17,6 +17,12 @@ and every pending wait is such a back-off, still within its stated end, the watc
 light `waiting_backoff` (no resources, no stacks) in place of `stall_detected`, at most once per
 `stall_timeout`. A back-off that overruns its end by more than `overrun_grace` seconds, or no
 progress with no back-off pending, is a stall as before.
+
+Retries and skips are reported from the watchdog's thread too: a fetch worker hands the event
+over (`Watchdog.trouble`, a queue put) and goes on; it never takes a snapshot or probes the API.
+A skip gets the full resource report (ERROR). A retry gets one INFO `resource_report` entry of
+one line (`kind` "retry"), at most one per account per `report_interval`: the retries in
+between are counted in the next one's `retries_unreported`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import contextlib
 import heapq
 import itertools
 import os
+import queue
 import socket
 import sys
 import tempfile
@@ -43,7 +50,7 @@ import structlog
 from app import logs
 from app.errors import truncate
 from app.messages import render_message
-from app.reports import render_resource_report
+from app.reports import render_resource_line, render_resource_report
 
 MAX_ERROR_CHARS = 200
 """A failed field's error text is cut to this length."""
@@ -364,7 +371,12 @@ class Watchdog:
         self._waits: dict[int, _Wait] = {}
         self._wait_ids = itertools.count()
         self._waits_lock = threading.Lock()
+        self._troubles: queue.SimpleQueue[tuple[str, str, dict[str, object]]] = queue.SimpleQueue()
+        self._retry_reported: dict[object, float] = {}
+        """When each account's last retry diagnosis was logged (watchdog clock)."""
+        self._retry_unreported: dict[object, int] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def progress(self) -> None:
@@ -401,6 +413,45 @@ class Watchdog:
                 return sleep(seconds)
 
         return declared
+
+    def trouble(self, kind: str, title: str, fields: Mapping[str, object]) -> None:
+        """A retry ("retry") or a skipped page ("skip") on a fetch worker, titled for the report:
+        queued for the watchdog's thread, which takes the snapshot and logs it. Thread-safe and
+        cheap: the worker goes on at once."""
+        self._troubles.put((kind, title, dict(fields)))
+        self._wake.set()
+
+    def report_troubles(self, now: float | None = None) -> None:
+        """Log the retries and skips handed over so far (the watchdog's thread does this as they
+        come; `stop()` once more at the end)."""
+        while True:
+            try:
+                kind, title, fields = self._troubles.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "retry":
+                self._report_retry(title, fields, self._clock() if now is None else now)
+            else:
+                self._monitor.report(title, self._log, level="error", kind=kind, **fields)
+
+    def _report_retry(self, title: str, fields: dict[str, object], now: float) -> None:
+        """One line per account per `report_interval`: the resources when a retry happened."""
+        if not self._monitor.enabled:
+            return
+        account = fields.get("account")
+        last = self._retry_reported.get(account)
+        if last is not None and now - last < self._report_interval:
+            self._retry_unreported[account] = self._retry_unreported.get(account, 0) + 1
+            return
+        self._retry_reported[account] = now
+        unreported = self._retry_unreported.pop(account, 0)
+        snap = self._monitor.snapshot()
+        with contextlib.suppress(Exception):  # a report must never break the run
+            message = render_resource_line(title, snap, logs.current_language(), unreported)
+            which = {k: fields[k] for k in ("account", "date", "page", "attempt", "error_class")
+                     if k in fields}
+            self._log.info("resource_report", message=message, kind="retry", title=title,
+                           retries_unreported=unreported, **which, **snap)
 
     def _pending_waits(self) -> list[_Wait]:
         with self._waits_lock:
@@ -500,20 +551,29 @@ class Watchdog:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._tick):
+        while True:
+            self._wake.wait(self._tick)  # a tick, or a retry or skip handed over
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
+                self.report_troubles()
                 self.check()
             except Exception as exc:  # the watchdog must never take the run down
                 with contextlib.suppress(Exception):
                     self._log.warning("watchdog_failed", error=f"{type(exc).__name__}: {exc}")
 
     def stop(self) -> None:
-        """End the thread and wait for it (at most a few seconds)."""
+        """End the thread and wait for it (at most a few seconds), then log the retries and
+        skips still queued (on the calling thread: the run is over)."""
         self._stop.set()
+        self._wake.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
         self._thread = None
+        with contextlib.suppress(Exception):
+            self.report_troubles()
 
     def __enter__(self) -> Watchdog:
         self.start()

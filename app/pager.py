@@ -82,7 +82,7 @@ class RunState:
         self.stop_reason: str | None = None
         self.skipped: list[SkippedPage] = []
         self.errors: collections.Counter[str] = collections.Counter()
-        self.pages = self.requests = self.rereads = 0
+        self.pages = self.requests = self.auth_requests = self.rereads = 0
         self._lock = threading.Lock()
 
     @property
@@ -98,12 +98,19 @@ class RunState:
     def count_error(self, error_class: str) -> None:
         with self._lock:
             self.errors[error_class] += 1
-            self.requests += 1
 
     def count_page(self) -> None:
         with self._lock:
             self.pages += 1
+
+    def count_request(self, authentication: bool) -> None:
+        """An API request sent: `requests` counts every one the API saw (pages, their retries,
+        a page repeated after a rejected token, authentication); `auth_requests` those that
+        authenticated."""
+        with self._lock:
             self.requests += 1
+            if authentication:
+                self.auth_requests += 1
 
     def count_reread(self) -> None:
         with self._lock:
@@ -132,6 +139,7 @@ class RunState:
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
             return {"pages": self.pages, "requests": self.requests,
+                    "auth_requests": self.auth_requests,
                     "retries": dict(sorted(self.errors.items())), "rereads": self.rereads,
                     "skipped_pages": [s.as_dict() for s in self.skipped]}
 

@@ -48,6 +48,8 @@ class RateLimiter:
         self._sent: deque[float] = deque()
         self.waited = 0.0
         """Total seconds callers spent waiting for a slot (reported in the summary)."""
+        self.reservations = 0
+        """Sends reserved so far: how busy the throttle was over a span (see `PageFetch`)."""
 
     def reserve(self) -> float:
         """Claim the next free send time and return it (no sleeping)."""
@@ -58,6 +60,7 @@ class RateLimiter:
             if len(self._sent) >= self.capacity:
                 slot = max(slot, self._sent[-self.capacity] + self.window)
             self._sent.append(slot)
+            self.reservations += 1
             while len(self._sent) > self.capacity:
                 self._sent.popleft()
             return slot

@@ -169,6 +169,51 @@ def render_resource_report(title: str, snapshot: Mapping[str, object], language:
     return "\n".join([header, *_rows(rows)])
 
 
+def _rss(part: Mapping[str, object], language: str) -> str:
+    return f"RSS {human_bytes(part.get('rss_bytes'))} ({_pct(part.get('percent'))})"
+
+
+def _cpu_short(part: Mapping[str, object], language: str) -> str:
+    return (f"{label('process', language)} {_pct(part.get('process_percent'))} · "
+            f"{label('system', language)} {_pct(part.get('system_percent'))}")
+
+
+def _established(part: Mapping[str, object], language: str) -> str:
+    return f"{label('established', language)} {_num(part.get('established'))}"
+
+
+_RESOURCE_LINE_FIELDS = (
+    ("memory", "memory", _rss),
+    ("cpu", "cpu", _cpu_short),
+    ("connections", "connections", _established),
+    ("api_connectivity", "api_short", _api),
+)
+
+
+def render_resource_line(title: str, snapshot: Mapping[str, object], language: str,
+                         unreported: int = 0) -> str:
+    """The resource diagnosis in one line (a retry's): memory, CPU, connections and whether the
+    API accepts a connection; a failed field shows its error. `unreported`: retries of the
+    same account since its last such line, which got none."""
+    parts: list[str] = []
+    for key, name, render in _RESOURCE_LINE_FIELDS:
+        part = _field(snapshot, key)
+        failure = _failed(part, language)
+        if failure is None and part is not None:
+            try:
+                value = render(part, language)
+            except Exception as exc:  # an odd value must not hide the other fields
+                value = f"{label('failed', language)}: {exc!r}"
+        else:
+            value = failure or MISSING
+        parts.append(f"{label(name, language)} {value}")
+    colon = ": " if language == "en" else "："
+    text = f"{label('resource_title', language)} · {title}{colon}" + " · ".join(parts)
+    if unreported:
+        text += label("retries_unreported", language).format(n=unreported)
+    return text
+
+
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     widths = [display_width(h) for h in header]
     for row in body:
@@ -244,6 +289,15 @@ def _count(days: object) -> str:
     return str(len(days)) if isinstance(days, Sequence) and not isinstance(days, str) else MISSING
 
 
+def _requests(summary: Mapping[str, object], language: str) -> str:
+    """Every API request sent, and how many of them authenticated (when the summary says)."""
+    total = _num(summary.get("requests"))
+    auth = summary.get("auth_requests")
+    if auth is None:
+        return total
+    return label("requests_value", language).format(total=total, auth=_num(auth))
+
+
 def render_final_summary(summary: Mapping[str, object], language: str) -> str:
     """The end-of-run block: status, range, counts, retries, output, then skips and resources."""
     status = str(summary.get("status", MISSING))
@@ -279,7 +333,7 @@ def render_final_summary(summary: Mapping[str, object], language: str) -> str:
         (label("currency", language), str(summary.get("currency") or label("local_currency", language))),
         (label("records", language), _num(summary.get("records"))),
         (label("pages", language), _num(summary.get("pages"))),
-        (label("requests", language), _num(summary.get("requests"))),
+        (label("requests", language), _requests(summary, language)),
         (label("units", language), unit_text),
         (label("reused", language), _count(summary.get("reused_days"))),
         (label("kept", language), _count(summary.get("kept_days"))),

@@ -147,7 +147,8 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     level = {"succeeded": "info", "partial": "warning"}.get(result.status, "error")
     getattr(log, level)("run_summary", message=render_final_summary(summary, language),
                         summary_status=result.status, exit_code=result.exit_code,
-                        **{k: summary.get(k) for k in ("records", "pages", "requests", "retries",
+                        **{k: summary.get(k) for k in ("records", "pages", "requests",
+                                                       "auth_requests", "retries",
                                                        "duration_seconds", "result")})
     if summary.get("skipped_pages"):
         log.warning("skip_report", message=render_skip_report(summary["skipped_pages"], language),
@@ -155,20 +156,34 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     return STOP_SIGNALS[signal.SIGINT] if signal.SIGINT in received else result.exit_code
 
 
-def report_config_error(exc: ConfigError, env: Mapping[str, str]) -> None:
-    """One ERROR entry (and a line on stderr) naming the variable, the value and what is
-    expected, wholly in the log language (Chinese unless LOG_LANGUAGE=en, even when
-    LOG_LANGUAGE itself is the bad value). The `expected` field stays English."""
-    from app.logs import get_logger
+def config_error_message(exc: ConfigError, language: str) -> str:
+    """The human message of a configuration error, wholly in `language`, redacted as the log
+    pipeline would redact it, so the stderr line and the log entry say the same words."""
     from app.messages import render_message
+    from app.redaction import redact_text
+
+    fields: dict[str, Any] = {"variable": exc.variable, "value": str(exc.value),
+                              "expected": exc.expected, "problem": exc.problem}
+    event = "config_invalid"
+    if isinstance(exc, InvalidSetting):
+        event = exc.message_event()
+        fields.update(expected=exc.expected_in(language), problem=exc.problem_in(language),
+                      flag=getattr(exc, "flag", None))
+    return redact_text(render_message(event, fields, language))
+
+
+def report_config_error(exc: ConfigError, env: Mapping[str, str]) -> None:
+    """One ERROR entry (and the same line on stderr) naming the variable, the value and what is
+    expected or what is wrong, wholly in the log language (Chinese unless LOG_LANGUAGE=en, even
+    when LOG_LANGUAGE itself is the bad value). The `expected` and `problem` fields stay
+    English; `value` is null for a variable that is not set."""
+    from app.logs import get_logger
 
     setup_logging(None, env)
     language = "en" if env.get("LOG_LANGUAGE") == "en" else "zh"
-    expected = exc.expected_in(language) if isinstance(exc, InvalidSetting) else exc.expected
-    message = render_message("config_invalid", {"variable": exc.variable, "value": str(exc.value),
-                                                "expected": expected}, language)
+    message = config_error_message(exc, language)
+    extra = {"problem": exc.problem} if exc.problem else {}
     get_logger().error("config_invalid", message=message, error_class="config",
-                       variable=exc.variable, value=str(exc.value), expected=exc.expected)
+                       variable=exc.variable, value=None if exc.value is None else str(exc.value),
+                       expected=exc.expected, **extra)
     print(message, file=sys.stderr)
-
-

@@ -27,7 +27,6 @@ import datetime as dt
 import enum
 import json
 import shlex
-import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,38 +36,26 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from app.messages import label
-from app.outcome import EXIT_CONFIG, EXIT_OK, EXIT_RETRY, EXIT_SKIPPED, is_config_error
+from app.outcome import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RETRY,
+    EXIT_SKIPPED,
+    is_config_error,
+)
 from app.reports import display_width
 from app.store import Snapshot, iso_utc, stored_days
+from app.volume import volume_drop
 
 DEFAULT_DAYS = 35
 """Days shown when START_DATE is unset (ending END_DATE, default yesterday)."""
-VOLUME_SHARE = 0.2
-"""A day under this share of the median of its reference days is a volume drop."""
-VOLUME_MIN_DAYS = 7
-"""No verdict with fewer complete reference days than this."""
-VOLUME_LOOKBACK_DAYS = 14
-"""The job checks each day it stores against the account's stored days this far back."""
-
-EXIT_INTERRUPTED = 130
 _NO_SECRET = "status-reads-no-api"  # noqa: S105 - a placeholder, never sent anywhere
 """Stands in for the API secret `load_settings` requires of the job: status never calls the API."""
 _SHOWN_SETTINGS = ("START_DATE", "END_DATE", "TIMEZONE", "GCS_BUCKET", "GCS_PREFIX",
                    "OUTPUT_DIR", "INVOLVE_ASIA_ACCOUNT_NAME", "LOG_LANGUAGE", "LOG_FORMAT")
 """The job's settings that status takes as flags too."""
 _ACCOUNT_SETTINGS = ("INVOLVE_ASIA_ACCOUNTS", "INVOLVE_ASIA_API_SECRET", "INVOLVE_ASIA_ACCOUNT_NAME")
-
-
-def volume_drop(records: int, reference: Sequence[int]) -> float | None:
-    """The median of `reference` (record counts of complete days) when `records` is under a
-    fifth of it, else None; also None with fewer than 7 reference days (no verdict).
-
-    A sudden drop usually means tracking broke upstream, and the API then honestly reports few
-    conversions: the fetch is complete, the data is not."""
-    if len(reference) < VOLUME_MIN_DAYS:
-        return None
-    median = float(statistics.median(reference))
-    return median if records < median * VOLUME_SHARE else None
 
 
 # -- what the store holds ------------------------------------------------------------------------

@@ -73,6 +73,7 @@ def task_summary(reports: Iterable[UnitReport], state: Mapping[str, Any], *, sta
         "bytes_written": sum(r.size for r in fetched),
         "pages": state["pages"],
         "requests": state["requests"],
+        "auth_requests": state["auth_requests"],
         "rereads": state["rereads"],
         "retries": state["retries"],
         "skipped_pages": state["skipped_pages"],
@@ -117,7 +118,8 @@ def merge(task_summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     retries: collections.Counter[str] = collections.Counter()
     skipped: list[dict[str, Any]] = []
     totals = {"records": 0, "records_fetched": 0, "records_reused": 0, "pages": 0,
-              "requests": 0, "bytes_written": 0, "duplicates": 0, "rereads": 0}
+              "requests": 0, "auth_requests": 0, "bytes_written": 0, "duplicates": 0,
+              "rereads": 0}
     units = {"total": 0, "done": 0, "failed": 0, **{state.value: 0 for state in UnitState}}
     for task in task_summaries:
         for key in totals:

@@ -5,6 +5,7 @@ parser reads; this module knows nothing of the environment.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import ipaddress
 import json
@@ -40,6 +41,15 @@ class Invalid(ValueError):
     def __init__(self, expected: Text) -> None:
         super().__init__(expected.en)
         self.text = expected
+
+
+class Problem(ValueError):
+    """Raised by a parser when the value has the expected shape but cannot be right: saying
+    what is wrong with it (a date that does not exist) helps more than restating the shape."""
+
+    def __init__(self, problem: Text) -> None:
+        super().__init__(problem.en)
+        self.text = problem
 
 
 @dataclass(frozen=True)
@@ -91,8 +101,33 @@ def boolean(text: str) -> bool:
     raise ValueError
 
 
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+
+
 def iso_date(text: str) -> dt.date:
-    return dt.date.fromisoformat(text.strip())
+    """A date: YYYY-MM-DD (other ISO 8601 spellings Python reads pass too). A YYYY-MM-DD that
+    names no day of the calendar (2025-02-30, 2025-13-01) raises Problem saying so."""
+    cleaned = text.strip()
+    shape = _ISO_DATE.fullmatch(cleaned)
+    if shape is None:
+        return dt.date.fromisoformat(cleaned)
+    year, month, day = (int(part) for part in shape.groups())
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        raise Problem(_no_such_date(year, month)) from None
+
+
+def _no_such_date(year: int, month: int) -> Text:
+    if not 1 <= month <= 12:
+        return Text("no such date (months run from 01 to 12)", "该日期不存在（月份只有 01 到 12）")
+    if year < dt.MINYEAR:
+        return Text("no such date (years start at 0001)", "该日期不存在（年份从 0001 开始）")
+    days = calendar.monthrange(year, month)[1]
+    return Text(f"no such date ({_MONTHS[month - 1]} {year} has {days} days)",
+                f"该日期不存在（{year}年{month}月只有{days}天）")
 
 
 def backoff(text: str) -> tuple[float, ...]:

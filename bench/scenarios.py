@@ -586,9 +586,15 @@ def refresh_window(ctx: Context) -> list[Row]:
         "records": run.records, "summary_status": run.summary.get("status")}
     expected_records = pages * 100
     return [
+        # The simulator's count is the truth; the summary's `requests` / `auth_requests` must
+        # say the same (they count every request sent, authentication included).
         Row("refresh-window", f"{name} refresh: requests sent (ideal: {pages} pages + 1 auth)",
-            run.requests, None, goal=f"= {pages + 1}", passed=run.requests == pages + 1,
-            show_ratio=False, digits=0, details={"auth": auth}),
+            run.requests, None, goal=f"= {pages + 1}",
+            passed=(run.requests == pages + 1 and run.summary.get("requests") == run.requests
+                    and run.summary.get("auth_requests") == auth),
+            show_ratio=False, digits=0,
+            details={"auth": auth, "summary_requests": run.summary.get("requests"),
+                     "summary_auth_requests": run.summary.get("auth_requests")}),
         Row("refresh-window", f"{name} refresh: first request → last answer / (pages ÷ R)", span,
             None, "", goal=f"≤ {WINDOW_RATIO_GOAL}",
             passed=judged(span <= WINDOW_RATIO_GOAL, small), not_judged=small, digits=3),

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from app.config import OPTIONS, InvalidSetting, load_settings
+from app.config import (
+    OPTIONS,
+    InvalidSetting,
+    SecretOnCommandLine,
+    load_settings,
+    refuse_secret_flags,
+)
 from app.errors import ConfigError
 from app.messages import render_message
 
@@ -398,3 +404,98 @@ def test_bad_log_language_renders_one_language() -> None:
     en = render_message("config_invalid", {**fields, "expected": error.expected_in("en")}, "en")
     assert zh == "❌ 配置错误：LOG_LANGUAGE=fr，应为 zh 或 en"
     assert en == "❌ Invalid setting: LOG_LANGUAGE=fr, expected zh or en"
+
+
+# --- messages that tell the truth -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "en", "zh"), [
+    ("2025-02-30", "no such date (February 2025 has 28 days)", "该日期不存在（2025年2月只有28天）"),
+    ("2024-02-30", "no such date (February 2024 has 29 days)", "该日期不存在（2024年2月只有29天）"),
+    ("2025-04-31", "no such date (April 2025 has 30 days)", "该日期不存在（2025年4月只有30天）"),
+    ("2025-13-01", "no such date (months run from 01 to 12)", "该日期不存在（月份只有 01 到 12）"),
+    ("2025-01-00", "no such date (January 2025 has 31 days)", "该日期不存在（2025年1月只有31天）"),
+])
+def test_a_date_that_does_not_exist_is_said_so(value: str, en: str, zh: str) -> None:
+    """A YYYY-MM-DD naming no day of the calendar: the error says the date does not exist (in
+    both languages); a wrong format still says what format is expected."""
+    error = refused({**BASE, "START_DATE": value, "END_DATE": "2025-12-31"},
+                    today=dt.date(2026, 1, 1))
+    assert (error.variable, error.value, error.problem) == ("START_DATE", value, en)
+    assert error.problem_in("zh") == zh and error.message_event() == "config_problem"
+    assert str(error) == f"START_DATE='{value}': {en}"
+    wrong_shape = refused({**BASE, "START_DATE": "2025/02/01"})
+    assert wrong_shape.problem is None and wrong_shape.message_event() == "config_invalid"
+    assert wrong_shape.expected == "YYYY-MM-DD"
+
+
+def test_a_leap_day_that_exists_is_taken() -> None:
+    """2024-02-29 exists: accepted."""
+    s = load_settings({**BASE, "START_DATE": "2024-02-29", "END_DATE": "2024-03-01"})
+    assert s.start_date == dt.date(2024, 2, 29)
+
+
+def test_a_missing_credentials_file_is_refused_only_when_it_would_be_read(tmp_path: Path) -> None:
+    """GOOGLE_APPLICATION_CREDENTIALS naming no file is refused with GCS_BUCKET set (saying it
+    does not exist, or is not a file); not without a bucket, nor with a storage emulator."""
+    gcs = {**BASE, "GCS_BUCKET": "some-bucket"}
+    missing = str(tmp_path / "nope.json")
+    error = refused({**gcs, "GOOGLE_APPLICATION_CREDENTIALS": missing})
+    assert (error.variable, error.value) == ("GOOGLE_APPLICATION_CREDENTIALS", missing)
+    assert error.problem == "this file does not exist"
+    assert error.problem_in("zh") == "该文件不存在"
+    folder = refused({**gcs, "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path)})
+    assert folder.problem == "this is not a file"
+    key = tmp_path / "key.json"
+    key.write_text("{}")
+    assert load_settings({**gcs, "GOOGLE_APPLICATION_CREDENTIALS": str(key)}).gcs_bucket
+    load_settings({**BASE, "GOOGLE_APPLICATION_CREDENTIALS": missing})  # local output
+    load_settings({**gcs, "GOOGLE_APPLICATION_CREDENTIALS": missing,
+                   "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"})
+
+
+@pytest.mark.parametrize("variable", ["INVOLVE_ASIA_API_SECRET", "INVOLVE_ASIA_ACCOUNTS"])
+def test_a_secret_given_as_a_flag_is_refused(variable: str) -> None:
+    """A secret among the flags raises SecretOnCommandLine naming the flag; the value appears
+    nowhere in the error. Other flags pass."""
+    refuse_secret_flags({"START_DATE": "2025-01-01", variable: None})
+    with pytest.raises(SecretOnCommandLine) as info:
+        refuse_secret_flags({"START_DATE": "2025-01-01", variable: "made-up-flag-secret"})
+    error = info.value
+    assert error.variable == variable and error.value == "<hidden>"
+    assert error.flag == "--" + variable.lower().replace("_", "-")
+    assert error.message_event() == "config_secret_flag"
+    assert "made-up-flag-secret" not in str(error) + error.expected + error.expected_zh
+
+
+HELP_SAYS = {
+    "RATE_LIMIT_DELAY": ["seconds"],
+    "REQUEST_DELAY": ["seconds"],
+    "RESOURCE_REPORT_INTERVAL": ["seconds"],
+    "STALL_TIMEOUT": ["seconds"],
+    "REQUEST_TIMEOUT": ["seconds"],
+    "SNAPSHOT_MAX_AGE": ["seconds"],
+    "RETRY_BACKOFF": ["seconds"],
+    "LOG_LANGUAGE": ["zh (Chinese)", "en (English)"],
+    "LOG_FORMAT": ["json or console"],
+    "MAX_RECORDS_LIMIT": ["records, counted per task across all its accounts and days",
+                          "duplicates", "reused"],
+    "REQUESTS_PER_MINUTE": ["requests per minute per account"],
+    "INVOLVE_ASIA_API_SECRET": ["environment only"],
+    "INVOLVE_ASIA_ACCOUNTS": ["environment only"],
+}
+
+
+@pytest.mark.timeout(60)
+def test_help_gives_units_and_allowed_values() -> None:
+    """`python -m app --help` gives the unit of every duration, LOG_LANGUAGE's and LOG_FORMAT's
+    values, what MAX_RECORDS_LIMIT counts, and that secrets come from the environment only."""
+    out = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True,
+                         check=True, timeout=60, cwd=REPO,
+                         env={**os.environ, "COLUMNS": "100"}).stdout
+    entries = " ".join(out.split()).split(" --")
+    for variable, words in HELP_SAYS.items():
+        flag = variable.lower().replace("_", "-")
+        (entry,) = [e for e in entries if e.startswith(f"{flag} {variable} ")]
+        for word in words:
+            assert word in entry, (variable, word)

@@ -548,7 +548,7 @@ REQUIRED_EVENTS: dict[str, set[str]] = {
     "snapshot_kept": {"account", "date", "records", "fetched_at"},
     "day_changed": {"account", "date", "added", "removed", "changed"},
     "page_fetched": {"account", "date", "page", "pages", "records", "attempt", "duration_ms",
-                     "wait_ms"},
+                     "pacing_ms", "wait_ms"},
     "page_probe": {"account", "date", "page", "dead"},
     "page_interrupted": {"account", "date", "page"},
     "saved": {"path", "bytes"},
@@ -561,8 +561,9 @@ REQUIRED_EVENTS: dict[str, set[str]] = {
     "skip_cap_reached": {"skipped", "max_skipped"},
     "count_changed": {"account", "date", "old_count", "new_count"},
     "unit_finished": {"account", "date", "records", "pages", "duplicates", "skipped"},
-    "progress": {"account", "date", "page", "pages", "percent", "records", "rate",
-                 "eta_seconds", "run_percent", "run_eta_seconds"},
+    "progress": {"account", "date", "pages_done", "pages", "percent", "records", "rate",
+                 "eta_seconds", "account_eta_seconds", "run_percent", "run_rate",
+                 "run_eta_seconds"},
     "snapshot_replaced": {"account", "date", "object", "bytes", "records", "complete"},
     "result_composed": {"object", "bytes", "parts"},
     "summary_written": {"object", "status"},
@@ -582,6 +583,7 @@ DERIVED = {
     "bytes_human": "bytes",
     "duration": "duration_seconds",
     "eta": "eta_seconds",
+    "account_eta": "account_eta_seconds",
     "run_eta": "run_eta_seconds",
 }
 
@@ -615,20 +617,22 @@ def test_catalog_renders_with_and_without_fields(event: str) -> None:
 
 
 def test_progress_message_formats_numbers() -> None:
-    """Progress shows percentages with one decimal, pages per minute and human ETAs."""
-    fields = {"account": "acme", "date": "2025-01-01", "page": 3, "pages": 10, "percent": 30,
-              "records": None, "rate": 12.345, "eta_seconds": 83, "run_percent": 12.5,
+    """Progress shows pages done, percentages with one decimal, the account's and the run's
+    pages per minute, and human ETAs (the day's, the account's, the run's)."""
+    fields = {"account": "acme", "date": "2025-01-01", "pages_done": 3, "pages": 10,
+              "percent": 30, "records": None, "rate": 12.345, "eta_seconds": 83,
+              "account_eta_seconds": 400, "run_percent": 12.5, "run_rate": 24.61,
               "run_eta_seconds": 3725}  # fmt: skip
     assert render_message("progress", fields, "en") == (
-        "⏳ acme 2025-01-01 page 3/10 (30.0%), 12.3 pages/min, unit ETA 1m 23s;"
-        " run 12.5%, ETA 1h 2m 5s"
+        "⏳ acme 2025-01-01: 3/10 pages (30.0%), 12.3 pages/min, day ETA 1m 23s,"
+        " account ETA 6m 40s; run 12.5%, 24.6 pages/min, ETA 1h 2m 5s"
     )
     assert render_message("progress", fields, "zh") == (
-        "⏳ acme 2025-01-01 第3/10页（30.0%），12.3页/分钟，本单元预计还需1分23秒；"
-        "总进度12.5%，预计还需1小时2分5秒"
+        "⏳ acme 2025-01-01 已完成3/10页（30.0%），12.3页/分钟，本日预计还需1分23秒，"
+        "本账户预计还需6分40秒；总进度12.5%，24.6页/分钟，预计还需1小时2分5秒"
     )
     unknown_eta = {**fields, "eta_seconds": None}
-    assert "unit ETA ?;" in render_message("progress", unknown_eta, "en")
+    assert "day ETA ?," in render_message("progress", unknown_eta, "en")
 
 
 @pytest.mark.parametrize(

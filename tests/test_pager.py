@@ -118,7 +118,8 @@ def make_loop(client: Any, state: RunState, *, sleep: Callable[[float], object],
                      log=log), window
 
 
-def make_rig(sim: Simulator, tmp_path: Path, *, concurrency: int = 1, max_skipped: int = 10,
+def make_rig(sim: Simulator, tmp_path: Path, *, concurrency: int = 1, depth: int | None = None,
+             max_skipped: int = 10,
              timeout: float = 2.0, limit: int = 100, secret: str = "demo-secret",
              limiter: RateLimiter | None = None, log: Any = None,
              clock: Callable[[], float] = time.monotonic) -> Rig:
@@ -128,7 +129,7 @@ def make_rig(sim: Simulator, tmp_path: Path, *, concurrency: int = 1, max_skippe
     client = AccountClient(base_url=sim.base_url, key="general", secret=secret, http=http,
                            limiter=limiter or RateLimiter(per_minute=100_000))
     loop, window = make_loop(client, state, sleep=sleeps.append, concurrency=concurrency,
-                             limit=limit, log=log, clock=clock)
+                             depth=depth, limit=limit, log=log, clock=clock)
     return Rig(sim, loop, window, state, http, tmp_path, sleeps)
 
 
@@ -626,8 +627,9 @@ class SteppedClock:
 
 @pytest.mark.timeout(30)
 def test_page_durations_leave_out_the_throttle_wait(make_simulator, rig_factory) -> None:  # type: ignore[no-untyped-def]
-    """At 60 requests a minute each page waits ~1 s for the throttle: that shows as wait_ms,
-    while duration_ms is the request alone (retries too)."""
+    """At 60 requests a minute each page waits ~1 s for the throttle: that shows as pacing_ms
+    (pacing by design, not trouble: wait_ms stays 0), while duration_ms is the request alone
+    (retries too)."""
     sim = make_simulator(records_per_day=400, rate_limit_per_minute=None)
     sim.add_fault(Fault(kind="http_500", date=DAY.isoformat(), page=3, attempts={1}))
     clock = SteppedClock()
@@ -639,10 +641,48 @@ def test_page_durations_leave_out_the_throttle_wait(make_simulator, rig_factory)
     fetched = log.named("page_fetched")
     assert [f["page"] for f in fetched] == [1, 2, 3, 4]
     for entry in [*fetched[1:], *log.named("page_retry")]:
-        assert entry["wait_ms"] >= 990, entry
+        assert entry["pacing_ms"] >= 990, entry
+        assert entry["wait_ms"] == 0, entry
         assert entry["duration_ms"] < 900, entry
     assert len(log.named("page_retry")) == 1
     assert clock.offset >= 4.0  # four sends after the first, one second apart
+
+
+def _waits(log: RecordingLog) -> tuple[int, int]:
+    """Total pacing_ms and wait_ms over the pages fetched."""
+    fetched = log.named("page_fetched")
+    return sum(f["pacing_ms"] for f in fetched), sum(f["wait_ms"] for f in fetched)
+
+
+@pytest.mark.timeout(60)
+def test_steady_pacing_through_a_deep_window_is_pacing_not_waiting(make_simulator,  # type: ignore[no-untyped-def]
+                                                                    rig_factory) -> None:
+    """Throttle-bound (fast answers, 8 pages handed out per 2 slots, as the job does): pages
+    queue for seconds, and nearly all of it is reported as pacing_ms, not wait_ms."""
+    sim = make_simulator(records_per_day=3000, rate_limit_per_minute=None)
+    log = RecordingLog()
+    rig = rig_factory(sim, concurrency=2, depth=8, log=log,
+                      limiter=RateLimiter(per_minute=600))  # a send every 0.1 s
+    ids, outcome = rig.fetch_unit(DAY)
+    assert outcome.complete and len(ids) == 3000
+    pacing, waiting = _waits(log)
+    assert max(f["pacing_ms"] for f in log.named("page_fetched")) >= 500  # pages did queue
+    assert waiting <= 0.1 * pacing, (pacing, waiting)
+
+
+@pytest.mark.timeout(60)
+def test_answers_slower_than_the_pace_show_as_wait_beyond_pacing(make_simulator,  # type: ignore[no-untyped-def]
+                                                                 rig_factory) -> None:
+    """Latency-bound (answers take 0.3 s, the throttle would allow one every 0.01 s): pages
+    queue for slots held by slow requests, and that is reported as wait_ms, not pacing."""
+    sim = make_simulator(records_per_day=2000, rate_limit_per_minute=None, latency=0.3)
+    log = RecordingLog()
+    rig = rig_factory(sim, concurrency=2, depth=8, log=log,
+                      limiter=RateLimiter(per_minute=6000))
+    ids, outcome = rig.fetch_unit(DAY)
+    assert outcome.complete and len(ids) == 2000
+    pacing, waiting = _waits(log)
+    assert waiting >= 1000 and waiting >= 5 * pacing, (pacing, waiting)
 
 
 # -- currency ----------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ from app import logs
 from app.reports import display_width
 from app.simulator import Simulator
 from app.sinks import Sink
-from app.status import DEFAULT_DAYS, main, volume_drop
+from app.status import DEFAULT_DAYS, main
 from app.store import SnapshotMeta, date_prefixes, day_object
+from app.volume import volume_drop
 from tests.support.faultproxy import FaultProxy
 from tests.support.gcs_fixtures import GcsEmulator, make_test_gcs_sink
 from tests.support.jobrun import REPO, job_env, run_job
@@ -317,8 +318,8 @@ def test_no_colour_in_a_pipe_colour_on_a_terminal(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_bad_settings_exit_2_like_the_job(tmp_path: Path) -> None:
     """A date after today or a bad bucket name exits 2 with the job's config_invalid entry (on
-    stderr: stdout stays empty for scripts); GCS_BUCKET without usable credentials exits 2 with
-    storage_credentials_missing, as the job does."""
+    stderr: stdout stays empty for scripts); GCS_BUCKET with a credentials file that does not
+    exist exits 2 naming GOOGLE_APPLICATION_CREDENTIALS, as the job does."""
     future = (dt.date.today() + dt.timedelta(days=3)).isoformat()
     home = tmp_path / "home"
     home.mkdir()
@@ -337,7 +338,8 @@ def test_bad_settings_exit_2_like_the_job(tmp_path: Path) -> None:
     assert run.returncode == 2, run.stderr
     assert run.stdout == ""
     entries = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
-    assert [e["event"] for e in entries] == ["storage_credentials_missing"]
+    assert [(e["event"], e["variable"]) for e in entries] == [
+        ("config_invalid", "GOOGLE_APPLICATION_CREDENTIALS")]
 
 
 @pytest.mark.timeout(90)

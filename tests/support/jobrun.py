@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,8 @@ class Run:
         return [e for e in self.events() if e.get("event") == event]
 
 
-def run_job(env: Mapping[str, str], *, timeout: float = 120) -> Run:
-    proc = subprocess.run([sys.executable, "-m", "app"], cwd=REPO, env=dict(env),
+def run_job(env: Mapping[str, str], *, timeout: float = 120, args: Sequence[str] = ()) -> Run:
+    proc = subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, env=dict(env),
                           capture_output=True, text=True, timeout=timeout)
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
