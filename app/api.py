@@ -140,7 +140,6 @@ class AccountClient:
         token_ttl: float = TOKEN_TTL,
         refresh_margin: float = TOKEN_REFRESH_MARGIN,
         on_token: Callable[[str], None] | None = None,
-        on_request: Callable[[], None] | None = None,
         log: Any = None,
         currency: str | None = None,
     ) -> None:
@@ -157,22 +156,18 @@ class AccountClient:
         self._token_ttl = token_ttl
         self._refresh_margin = min(refresh_margin, token_ttl / 2)
         self._on_token = on_token
-        self._on_request = on_request
         self._log = log
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_generation = 0
         self._lock = threading.Lock()
         self._waits = threading.local()
-        self.token_refreshes = 0
 
     # -- transport
 
     def _post(self, path: str, data: Mapping[str, str], token: str | None = None) -> HttpResponse:
         waited = self._limiter.acquire()
         self._waits.seconds = getattr(self._waits, "seconds", 0.0) + waited
-        if self._on_request is not None:
-            self._on_request()
         headers = {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -189,10 +184,7 @@ class AccountClient:
     def sign_in(self) -> None:
         """Authenticate now and use the new token from here on (raises like `authenticate`)."""
         with self._lock:
-            renewing = self._token is not None
             self._install(self.authenticate())
-            if renewing:
-                self.token_refreshes += 1
             self._note("auth_ok")
 
     def authenticate(self) -> str:
@@ -215,7 +207,6 @@ class AccountClient:
                 renewing = self._token is not None
                 self._install(self.authenticate())
                 if renewing:
-                    self.token_refreshes += 1
                     self._note("token_refreshed", reason="expiring")
                 else:
                     self._note("auth_ok")
@@ -232,7 +223,6 @@ class AccountClient:
         with self._lock:
             if self._token_generation == generation:
                 self._install(self.authenticate())
-                self.token_refreshes += 1
                 self._note("token_refreshed", reason="rejected")
 
     def _note(self, event: str, **fields: Any) -> None:

@@ -21,11 +21,11 @@ whether a retry can help and which summary bucket it counts in.
     ├── StorageError               the sink failed permanently (exit 1)
     │   ├── StorageCredentialsError    "config": no credentials/project for the client (exit 2)
     │   └── AlreadyExists              a create-only write found the object there
-    ├── ApiUnreachable             an account never reached the API: connection-level failures only (exit 1)
-    └── Interrupted                SIGTERM: stop taking new work (exit 1)
+    └── ApiUnreachable             an account never reached the API: connection-level failures only (exit 1)
 
-Only this module and `http.py`/`involve_asia.py` (which raise these) know how a low-level failure maps
-to a class; everyone else catches these classes.
+Only this module and the modules that raise these know how a low-level failure maps to a class:
+`http.py` (transport: deadlines, connections, aborts), `api.py` (the API's answers) and
+`app/sinks/` (storage); everyone else catches these classes.
 """
 
 from __future__ import annotations
@@ -163,8 +163,3 @@ class ApiUnreachable(JobError):
 
     error_class = "network"
 
-
-class Interrupted(JobError):
-    """The process was asked to stop (SIGTERM); finish what is in hand and exit."""
-
-    error_class = "interrupted"

@@ -98,7 +98,6 @@ class UnitWriter:
         self.records = 0
         self.duplicates = 0
         self.chunks = 0
-        self.bytes_written = 0
         self._raw: IO[bytes] | None = None
         self._gz: gzip.GzipFile | None = None
         self._path: Path | None = None
@@ -182,7 +181,6 @@ class UnitWriter:
         chunk = Chunk(self.chunks, self._path, self._chunk_records, size)
         self._gz = self._raw = self._path = None
         self.chunks += 1
-        self.bytes_written += size
         self._on_chunk(chunk)
 
     @property
