@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
-
+from app import jsoncodec
 from app.errors import (
     BadJSON,
     EmptyPage,
@@ -37,30 +36,9 @@ TOKEN_REFRESH_MARGIN = 600.0
 """Re-authenticate this long before the token's expected expiry."""
 
 
-_DIGIT_MASK = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
-_LONG_NUMBER = b"0" * 19
-"""Every integer outside orjson's 64-bit range has 19 digits or more."""
-
-
-def _loads(body: bytes) -> Any:
-    """Parse a response body: orjson when it is exact, the standard library otherwise.
-
-    orjson parses a page in less than half the time, but turns an integer past 64 bits into a
-    float. So a body holding a run of 19 or more digits (the only way to write such an
-    integer; long digit strings trigger it too, harmlessly) goes to the standard library, as
-    does anything orjson refuses that the standard library reads (NaN, lone surrogates).
-    """
-    if _LONG_NUMBER not in body.translate(_DIGIT_MASK):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(body)
-
-
 def _decode(response: HttpResponse) -> Any:
     try:
-        return _loads(response.body)
+        return jsoncodec.loads(response.body)
     except (ValueError, UnicodeDecodeError) as exc:
         preview = truncate(response.body[:400].decode("utf-8", "replace"))
         raise BadJSON(f"HTTP {response.status}: body is not JSON: {preview}",

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from app import values as v
 from app.errors import ConfigError
+from app.messages import in_language
 from app.values import CURRENCIES, MAX_REQUEST_TIMEOUT, Account, Invalid, Text
 
 __all__ = ["CURRENCIES", "MAX_REQUEST_TIMEOUT", "Account", "CloudRunTask", "InvalidSetting",
@@ -46,7 +47,7 @@ class InvalidSetting(ConfigError):
 
     def expected_in(self, language: str) -> str:
         """What a valid value looks like, in `language` ("en", else Chinese)."""
-        return self.expected if language == "en" else self.expected_zh
+        return in_language(language, self.expected_zh, self.expected)
 
 
 @dataclass(frozen=True)

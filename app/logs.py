@@ -37,7 +37,7 @@ from structlog.dev import DIM, GREEN, RED, RESET_ALL, YELLOW, Column, KeyValueCo
 from structlog.processors import CallsiteParameter
 from structlog.typing import EventDict, Processor
 
-from app.messages import render_message
+from app.messages import LanguageCode, language_code, render_message
 from app.redaction import (
     REDACTED,
     clear_secrets,
@@ -61,7 +61,6 @@ __all__ = [
 ]
 
 LogFormat = Literal["json", "console"]
-LanguageCode = Literal["zh", "en"]
 
 LABELS_KEY = "logging.googleapis.com/labels"
 SOURCE_KEY = "logging.googleapis.com/sourceLocation"
@@ -162,7 +161,7 @@ def configure_logging(
     )
     root = logging.getLogger()
     with _state_lock:
-        _language = "en" if language == "en" else "zh"
+        _language = language_code(language)
         if _handler is not None:
             root.removeHandler(_handler)
         _handler = handler

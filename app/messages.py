@@ -18,10 +18,25 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 Language = str
-""""zh" or "en"; anything else falls back to Chinese, the default."""
+""""zh" or "en"; anything else falls back to Chinese, the default (see `language_code`)."""
+
+LanguageCode = Literal["zh", "en"]
+
+
+def language_code(value: object) -> LanguageCode:
+    """The log language `value` names: "en" is English, anything else Chinese (the default).
+
+    The one place that decides the fallback; everything that picks a text by language asks it.
+    """
+    return "en" if value == "en" else "zh"
+
+
+def in_language(language: object, zh: str, en: str) -> str:
+    """`en` when `language` is English, else `zh`."""
+    return en if language_code(language) == "en" else zh
 
 MISSING = "?"
 
@@ -314,7 +329,7 @@ _STATUS_LABELS: dict[str, tuple[str, str]] = {
 
 
 def _pick(pair: tuple[str, str], language: Language) -> str:
-    return pair[1] if language == "en" else pair[0]
+    return in_language(language, *pair)
 
 
 def label(key: str, language: Language) -> str:
@@ -362,7 +377,7 @@ def human_duration(seconds: object, language: Language) -> str:
         return "∞"
     sign = "-" if seconds < 0 else ""
     seconds = abs(seconds)
-    zh = language != "en"
+    zh = language_code(language) == "zh"
     if seconds < 10:
         return f"{sign}{seconds:.1f}秒" if zh else f"{sign}{seconds:.1f}s"
     total = round(seconds)

@@ -24,6 +24,8 @@ from app.messages import (
     error_class_label,
     human_bytes,
     human_duration,
+    in_language,
+    language_code,
     render_message,
 )
 
@@ -685,6 +687,16 @@ def test_human_duration(seconds: float | None, zh: str, en: str) -> None:
 def test_human_bytes(size: object, text: str) -> None:
     """Sizes use binary units with one decimal."""
     assert human_bytes(size) == text
+
+
+@pytest.mark.parametrize(("value", "code"),
+                         [("en", "en"), ("zh", "zh"), ("", "zh"), (None, "zh"), ("fr", "zh")])
+def test_the_language_fallback_is_decided_in_one_place(value: object, code: str) -> None:
+    """"en" is English and anything else Chinese (the default): `language_code` decides, and
+    texts picked by language follow it."""
+    assert language_code(value) == code
+    assert in_language(value, "中文", "English") == ("English" if code == "en" else "中文")
+    assert human_duration(83, str(value)) == human_duration(83, code)
 
 
 # --- import cost -----------------------------------------------------------------------------------
