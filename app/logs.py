@@ -13,7 +13,8 @@ small processors:
   `logging.googleapis.com/sourceLocation`, then the event's own fields. An entry that would
   exceed Cloud Logging's entry limit keeps only its scalar fields (`entry_truncated`).
 - "console" (a terminal, LOG_FORMAT=console): structlog's `ConsoleRenderer`, one readable line
-  per event (time, level, message, [event fields]); multi-line reports and tracebacks below it.
+  per event (time, level, message, [event and the fields the message does not say]);
+  multi-line reports and tracebacks below it.
 
 Secrets are removed by `app.redaction`, the one place that knows what a secret looks like.
 Human-readable messages come from `app.messages.CATALOG` in the configured language; JSON field
@@ -37,7 +38,7 @@ from structlog.dev import DIM, GREEN, RED, RESET_ALL, YELLOW, Column, KeyValueCo
 from structlog.processors import CallsiteParameter
 from structlog.typing import EventDict, Processor
 
-from app.messages import LanguageCode, language_code, render_message
+from app.messages import LanguageCode, language_code, message_fields, render_message
 from app.redaction import (
     REDACTED,
     clear_secrets,
@@ -90,6 +91,8 @@ _CALLSITE = [
 ]
 _OWN_KEYS = frozenset({"level", *(p.value for p in _CALLSITE)})
 """Fields the pipeline itself adds (level, call site): nothing there to redact or cap."""
+_SAID = "_said_by_message"
+"""Console only: the fields the catalog message shows (see `note_said_fields`)."""
 
 _state_lock = threading.Lock()
 _language: LanguageCode = "zh"
@@ -130,6 +133,7 @@ def configure_logging(
     global _language, _handler
     out = stream if stream is not None else sys.stdout
     tail: list[Processor]
+    said: list[Processor] = []
     if fmt == "json":
         stamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="time")
         tail = [
@@ -139,6 +143,7 @@ def configure_logging(
         callsite: list[Processor] = [structlog.processors.CallsiteParameterAdder(_CALLSITE)]
     else:
         stamper = structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False, key="time")
+        said = [note_said_fields]  # before add_message: is the message the catalog's?
         tail = [console_columns, _console_renderer(colors=_isatty(out))]
         callsite = []
     handler = logging.StreamHandler(out)
@@ -153,6 +158,7 @@ def configure_logging(
                 structlog.processors.format_exc_info,
                 make_json_safe,
                 redact_and_cap,
+                *said,
                 add_message,
                 stamper,
                 *tail,
@@ -317,19 +323,30 @@ def render_json(logger: Any, method_name: str, event_dict: EventDict) -> str:
 # Console
 
 
-_NOT_SHOWN = ("time", "level", "event", "message", "exception", "stacks")
+_NOT_SHOWN = frozenset({"time", "level", "event", "message", "exception", "stacks", _SAID})
+
+
+def note_said_fields(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """Console: before the message is rendered, note which fields the catalog message will
+    show (none when the caller wrote the message), so the line does not repeat them."""
+    if event_dict.get("message") is None:
+        event_dict[_SAID] = message_fields(str(event_dict.get("event", "")), _language)
+    return event_dict
 
 
 def console_columns(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     """What the console line shows: time, level, the message's first line and
-    "[event field=value ...]" (short scalars); the message's other lines, the traceback and any
-    thread stacks go below the line (ConsoleRenderer prints `exception` there)."""
+    "[event field=value ...]" with only the short scalar fields the message does not already
+    say; the message's other lines, the traceback and any thread stacks go below the line
+    (ConsoleRenderer prints `exception` there)."""
     message = str(event_dict.get("message", ""))
     first, _, rest = message.partition("\n")
+    said = event_dict.get(_SAID) or frozenset()
     scalars = " ".join(
         f"{k}={_short(v)}"
         for k, v in event_dict.items()
         if k not in _NOT_SHOWN
+        and k not in said
         and (v is None or isinstance(v, str | int | float))
         and not (isinstance(v, str) and "\n" in v)
     )

@@ -15,6 +15,7 @@ as its own name. Rendering never raises.
 
 from __future__ import annotations
 
+import functools
 import math
 import string
 from collections.abc import Mapping
@@ -419,6 +420,32 @@ class _LenientFormatter(string.Formatter):
 
 
 _FORMATTER = _LenientFormatter()
+
+
+_DERIVED_FROM = {
+    "error_label": "error_class",
+    "status_label": "status",
+    "bytes_human": "bytes",
+    "duration": "duration_seconds",
+    "eta": "eta_seconds",
+    "run_eta": "run_eta_seconds",
+}
+"""Each derived template field and the event field it is made from (see `_derived`)."""
+
+
+@functools.cache
+def message_fields(event: str, language: Language) -> frozenset[str]:
+    """The event's fields that its message shows in `language` (a derived field counts as the
+    field it is made from); none for an event outside the catalog, whose message is its name."""
+    pair = CATALOG.get(event)
+    if pair is None:
+        return frozenset()
+    names = set()
+    for _, name, _, _ in string.Formatter().parse(_pick(pair, language)):
+        if name:
+            root = name.split(".", 1)[0].split("[", 1)[0]
+            names.add(_DERIVED_FROM.get(root, root))
+    return frozenset(names)
 
 
 def _derived(fields: Mapping[str, Any], language: Language) -> dict[str, Any]:

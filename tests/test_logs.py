@@ -344,7 +344,8 @@ def test_capture_logs_sees_structured_events() -> None:
 
 
 def test_console_line_is_readable() -> None:
-    """The console shows time, level, the human message and the event with its scalar fields."""
+    """The console shows time, level, the human message and the event (its fields, here all in
+    the message, are not repeated)."""
     stream = io.StringIO()
     logs.configure_logging(fmt="console", language="en", labels=LABELS, stream=stream)
     logs.get_logger(account="acme").info("unit_started", date="2025-01-01")
@@ -352,7 +353,7 @@ def test_console_line_is_readable() -> None:
     assert "\x1b[" not in line  # no colours when the stream is not a terminal
     time_text, rest = line.split(" ", 1)
     datetime.strptime(time_text, "%H:%M:%S")
-    assert rest == "INFO     📅 Fetching acme 2025-01-01  [unit_started account=acme date=2025-01-01]"
+    assert rest == "INFO     📅 Fetching acme 2025-01-01  [unit_started]"
 
 
 def test_console_prints_reports_and_tracebacks_below_the_line() -> None:
@@ -380,8 +381,44 @@ def test_console_prints_thread_stacks_below_the_line() -> None:
     stacks = [{"name": "MainThread", "stack": "frame a\nframe b\n"}, {"name": "fetch", "stack": "recv\n"}]
     logs.get_logger().warning("stall_detected", seconds=120, stacks=stacks)
     lines = stream.getvalue().splitlines()
-    assert "WARNING" in lines[0] and lines[0].endswith("[stall_detected seconds=120]")
+    assert "WARNING" in lines[0] and lines[0].endswith("every thread's stack  [stall_detected]")
     assert lines[1:] == ["--- MainThread ---", "frame a", "frame b", "--- fetch ---", "recv"]
+
+
+def test_console_tail_shows_only_what_the_message_does_not_say() -> None:
+    """The "[event ...]" tail leaves out every field the message shows (a derived one, such as
+    the error class's name or the human size, counts as its field) and keeps the others; a
+    message the caller wrote says nothing for the catalog, so all fields stay."""
+    stream = io.StringIO()
+    logs.configure_logging(fmt="console", language="en", labels=LABELS, stream=stream)
+    log = logs.get_logger(account="acme")
+    log.warning("page_retry", date="2025-01-01", page=15, attempt=2, error_class="timeout",
+                error="read timed out", wait=10.0, status=503)
+    log.info("snapshot_replaced", date="2025-01-01", object="days/x.ndjson.gz", bytes=2048,
+             records=10, complete=True)
+    log.info("resource_report", message="📊 title", title="final")
+    log.info("something_new", x=1)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith(
+        "🔁 acme 2025-01-01 page 15: timeout, retry 2 in 10.0s: read timed out  [page_retry status=503]")
+    assert lines[1].endswith(
+        "(2.0 KB, 10 records)  [snapshot_replaced account=acme date=2025-01-01 complete=True]")
+    assert lines[2].endswith("📊 title  [resource_report account=acme title=final]")
+    assert lines[3].endswith("something_new  [something_new account=acme x=1]")
+
+
+def test_console_progress_line_is_short_in_both_languages() -> None:
+    """A progress line repeats no field its message says (only `records`, which it does not
+    say, is added), so it stays well under the 250-300 characters it used to take."""
+    fields = {"date": "2026-11-20", "page": 10, "pages": 25, "percent": 40.0, "records": 1000,
+              "rate": 113.7, "eta_seconds": 7.9, "run_percent": 12.5, "run_eta_seconds": 3725.0}
+    for language in ("en", "zh"):
+        stream = io.StringIO()
+        logs.configure_logging(fmt="console", language=language, labels=LABELS, stream=stream)
+        logs.get_logger(account="shopA").info("progress", **fields)
+        line = stream.getvalue().rstrip("\n")
+        assert line.endswith("  [progress records=1000]"), line
+        assert len(line) < 150
 
 
 # --- redaction ---------------------------------------------------------------------------------
