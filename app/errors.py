@@ -86,6 +86,7 @@ class RateLimited(RetryableFetchError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, status=429)
         self.retry_after = retry_after
+        """Seconds the server asked for, as `app.retry.parse_retry_after` clamped them."""
 
 
 class BadJSON(RetryableFetchError):

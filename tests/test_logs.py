@@ -763,6 +763,34 @@ def test_log_setup_does_not_import_google_cloud_logging(fmt: str) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_json_lines_are_written_by_structured_log_handler_alone() -> None:
+    """In a fresh process (where the library's one-off self-description entry would come
+    first), the JSON handler is google-cloud-logging's StructuredLogHandler and stdout holds
+    exactly the job's entries, shaped by it."""
+    code = (
+        "import logging, sys\n"
+        "from google.cloud.logging.handlers import StructuredLogHandler\n"
+        "from app import logs\n"
+        "logs.configure_logging(fmt='json', language='en', labels={'job': 'j'})\n"
+        "logs.get_logger(account='acme').info('auth_ok')\n"
+        "logging.getLogger('urllib3').warning('retrying')\n"
+        "handlers = [h for h in logging.getLogger().handlers if isinstance(h, StructuredLogHandler)]\n"
+        "print(len(handlers), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        timeout=25,
+    )  # fmt: skip
+    assert result.stderr.strip() == "1"
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert (first["event"], first["message"]) == ("auth_ok", "🔑 Account acme authenticated")
+    assert first["logging.googleapis.com/labels"]["account"] == "acme"
+    assert first["logging.googleapis.com/labels"]["job"] == "j"
+    assert (second["event"], second["logger"], second["severity"]) == ("log", "urllib3", "WARNING")
+    assert "logging.googleapis.com/diagnostic" not in result.stdout
+
+
+@pytest.mark.timeout(30)
 def test_a_record_whose_arguments_do_not_fit_still_logs() -> None:
     """A library record with arguments its format cannot take logs its format text, and its
     arguments (a secret, maybe) never reach stderr in logging's error dump. In a subprocess:
