@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
-
+from app import jsoncodec
 from app.errors import (
     BadJSON,
     EmptyPage,
@@ -39,30 +38,9 @@ TOKEN_REFRESH_MARGIN = 600.0
 AUTHENTICATE = "/authenticate"
 
 
-_DIGIT_MASK = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
-_LONG_NUMBER = b"0" * 19
-"""Every integer outside orjson's 64-bit range has 19 digits or more."""
-
-
-def _loads(body: bytes) -> Any:
-    """Parse a response body: orjson when it is exact, the standard library otherwise.
-
-    orjson parses a page in less than half the time, but turns an integer past 64 bits into a
-    float. So a body holding a run of 19 or more digits (the only way to write such an
-    integer; long digit strings trigger it too, harmlessly) goes to the standard library, as
-    does anything orjson refuses that the standard library reads (NaN, lone surrogates).
-    """
-    if _LONG_NUMBER not in body.translate(_DIGIT_MASK):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(body)
-
-
 def _decode(response: HttpResponse) -> Any:
     try:
-        return _loads(response.body)
+        return jsoncodec.loads(response.body)
     except (ValueError, UnicodeDecodeError) as exc:
         preview = truncate(response.body[:400].decode("utf-8", "replace"))
         raise BadJSON(f"HTTP {response.status}: body is not JSON: {preview}",
@@ -166,7 +144,6 @@ class AccountClient:
         self._token_generation = 0
         self._lock = threading.Lock()
         self._waits = threading.local()
-        self.token_refreshes = 0
 
     # -- transport
 
@@ -196,10 +173,7 @@ class AccountClient:
     def sign_in(self) -> None:
         """Authenticate now and use the new token from here on (raises like `authenticate`)."""
         with self._lock:
-            renewing = self._token is not None
             self._install(self.authenticate())
-            if renewing:
-                self.token_refreshes += 1
             self._note("auth_ok")
 
     def authenticate(self) -> str:
@@ -222,7 +196,6 @@ class AccountClient:
                 renewing = self._token is not None
                 self._install(self.authenticate())
                 if renewing:
-                    self.token_refreshes += 1
                     self._note("token_refreshed", reason="expiring")
                 else:
                     self._note("auth_ok")
@@ -239,7 +212,6 @@ class AccountClient:
         with self._lock:
             if self._token_generation == generation:
                 self._install(self.authenticate())
-                self.token_refreshes += 1
                 self._note("token_refreshed", reason="rejected")
 
     def _note(self, event: str, **fields: Any) -> None:

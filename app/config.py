@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from app import values as v
 from app.errors import ConfigError
+from app.messages import in_language
 from app.values import CURRENCIES, MAX_REQUEST_TIMEOUT, Account, Invalid, Problem, Text
 
 __all__ = ["CURRENCIES", "MAX_REQUEST_TIMEOUT", "Account", "CloudRunTask", "InvalidSetting",
@@ -56,13 +57,13 @@ class InvalidSetting(ConfigError):
 
     def expected_in(self, language: str) -> str:
         """What a valid value looks like, in `language` ("en", else Chinese)."""
-        return self.expected if language == "en" else self.expected_zh
+        return in_language(language, self.expected_zh, self.expected)
 
     def problem_in(self, language: str) -> str | None:
         """What is wrong with the value, in `language`; None when the expectation says it."""
         if self.problem_text is None:
             return None
-        return self.problem_text.en if language == "en" else self.problem_text.zh
+        return in_language(language, self.problem_text.zh, self.problem_text.en)
 
     def message_event(self) -> str:
         """Which message says it: the value is missing, wrong in a way `problem` names, or

@@ -52,12 +52,12 @@ def claim_demo_folder(root: Path) -> bool:
 def _refuse(root: Path, env: Mapping[str, str], overrides: Mapping[str, str | None]) -> int:
     """One ERROR entry and a line on stderr: the folder is not the demo's."""
     from app.logs import get_logger
-    from app.messages import render_message
+    from app.messages import language_code, render_message
     from app.runner import setup_logging
 
     chosen = {**env, **{k: v for k, v in overrides.items() if v is not None}}
     setup_logging(None, chosen)
-    language = "en" if chosen.get("LOG_LANGUAGE") == "en" else "zh"
+    language = language_code(chosen.get("LOG_LANGUAGE"))
     fields = {"folder": str(root), "marker": DEMO_MARKER}
     message = render_message("demo_folder_refused", fields, language)
     get_logger().error("demo_folder_refused", message=message, error_class="config", **fields)

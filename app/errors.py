@@ -22,11 +22,11 @@ whether a retry can help and which summary bucket it counts in.
     ├── StorageError               the sink failed permanently (exit 1)
     │   ├── StorageCredentialsError    "config": no credentials/project for the client (exit 2)
     │   └── AlreadyExists              a create-only write found the object there
-    ├── ApiUnreachable             an account never reached the API: connection-level failures only (exit 1)
-    └── Interrupted                SIGTERM: stop taking new work (exit 1)
+    └── ApiUnreachable             an account never reached the API: connection-level failures only (exit 1)
 
-Only this module and `http.py`/`involve_asia.py` (which raise these) know how a low-level failure maps
-to a class; everyone else catches these classes.
+Only this module and the modules that raise these know how a low-level failure maps to a class:
+`http.py` (transport: deadlines, connections, aborts), `api.py` (the API's answers) and
+`app/sinks/` (storage); everyone else catches these classes.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class RateLimited(RetryableFetchError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, status=429)
         self.retry_after = retry_after
+        """Seconds the server asked for, as `app.retry.parse_retry_after` clamped them."""
 
 
 class BadJSON(RetryableFetchError):
@@ -191,8 +192,3 @@ class ApiUnreachable(JobError):
 
     error_class = "network"
 
-
-class Interrupted(JobError):
-    """The process was asked to stop (SIGTERM); finish what is in hand and exit."""
-
-    error_class = "interrupted"

@@ -44,8 +44,8 @@ from app.errors import ApiUnreachable, FatalFetchError, FetchError
 from app.fetch import FetchLoop, PageFetch
 from app.http import HttpClient
 from app.library_log import LibraryLog
-from app.messages import label
-from app.models import Page
+from app.messages import label, language_code
+from app.models import Page, id_key
 from app.monitor import ResourceMonitor as SnapshotMonitor
 from app.outcome import StopReason
 from app.pager import Arrival, Query, RunState, UnitOutcome, Window, answered
@@ -189,7 +189,7 @@ def load_host_settings(api_secret: str | None = None, api_key: str | None = None
 
 
 def _language() -> str:
-    return "en" if os.environ.get("LOG_LANGUAGE", "").strip().lower() == "en" else "zh"
+    return language_code(os.environ.get("LOG_LANGUAGE", "").strip().lower())
 
 
 # -- the original's resource monitor ------------------------------------------------------------
@@ -502,7 +502,7 @@ class InvolveAsiaAPI:
                     for record in page.records:
                         if limit is not None and self._last["records"] >= limit:
                             break
-                        key = record.get("conversion_id")
+                        key = id_key(record.get("conversion_id"))
                         if key is not None and key in seen:
                             continue
                         seen.add(key)

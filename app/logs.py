@@ -1,19 +1,22 @@
-"""Log setup: structlog processors shape every event; one stdlib handler writes it.
+"""Log setup: structlog processors shape every event, stdlib logging carries it, one handler
+writes it.
 
-structlog events and records from other libraries (urllib3, google-*) meet in one
-`structlog.stdlib.ProcessorFormatter` on the root logger's handler, and go through one chain of
-small processors:
+Every event goes through one chain of small processors:
 
-    level -> call site -> exception text -> JSON-safe values -> redaction + field caps
-    -> human message -> time -> render
+    call site -> exception text -> JSON-safe values -> redaction + field caps -> human message
 
-- "json" (Cloud Run, no TTY, LOG_FORMAT=json): one JSON object per line, Cloud Logging's
-  structured format written by structlog's `JSONRenderer`: severity, message, event, time,
-  `logging.googleapis.com/labels` (the job's labels and the account),
-  `logging.googleapis.com/sourceLocation`, then the event's own fields. An entry that would
-  exceed Cloud Logging's entry limit keeps only its scalar fields (`entry_truncated`).
+- "json" (Cloud Run, no TTY, LOG_FORMAT=json): google-cloud-logging's `StructuredLogHandler`
+  (stdout, synchronous) writes each entry as one line of Cloud Logging's structured format:
+  severity, `logging.googleapis.com/labels` (its `labels`: the job's labels, the account per
+  entry), `logging.googleapis.com/sourceLocation` (its `source_location`), and the event as the
+  entry's payload (message, event, then the event's own fields). structlog events are shaped
+  by structlog's own chain and reach the handler as a dict message; records of other libraries
+  (urllib3, google-*) are shaped by the same processors in a `ProcessorFormatter` that the
+  handler calls. An entry that would exceed Cloud Logging's entry limit keeps only its scalar
+  fields (`entry_truncated`).
 - "console" (a terminal, LOG_FORMAT=console): structlog's `ConsoleRenderer`, one readable line
-  per event (time, level, message, [event fields]); multi-line reports and tracebacks below it.
+  per event (time, level, message, [event and the fields the message does not say]);
+  multi-line reports and tracebacks below it.
 
 Secrets are removed by `app.redaction`, the one place that knows what a secret looks like.
 Human-readable messages come from `app.messages.CATALOG` in the configured language; JSON field
@@ -22,6 +25,7 @@ names are English either way.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -32,12 +36,13 @@ from datetime import date, datetime
 from pathlib import PurePath
 from typing import Any, Literal, TextIO, cast
 
+import orjson
 import structlog
 from structlog.dev import DIM, GREEN, RED, RESET_ALL, YELLOW, Column, KeyValueColumnFormatter
 from structlog.processors import CallsiteParameter
 from structlog.typing import EventDict, Processor
 
-from app.messages import render_message
+from app.messages import LanguageCode, language_code, message_fields, render_message
 from app.redaction import (
     REDACTED,
     clear_secrets,
@@ -61,13 +66,12 @@ __all__ = [
 ]
 
 LogFormat = Literal["json", "console"]
-LanguageCode = Literal["zh", "en"]
-
-LABELS_KEY = "logging.googleapis.com/labels"
-SOURCE_KEY = "logging.googleapis.com/sourceLocation"
 
 MAX_ENTRY_BYTES = 256_000
 """Cloud Logging's limit for one entry is about 256 KB."""
+ENVELOPE_BYTES = 4096
+"""Room left for what the handler adds around the payload (severity, labels, call site, its
+trace and httpRequest keys)."""
 STACK_CHARS = 64 * 1024
 """Cap on a traceback or a thread stack dump."""
 MESSAGE_CHARS = 32 * 1024
@@ -80,6 +84,8 @@ TRIM_MARGIN = 2048
 """Longer than any secret or token: see `_clean_text`."""
 CONSOLE_VALUE_CHARS = 80
 """The console's trailing field list shows at most this much of a value (the message has more)."""
+DIAGNOSTIC_KEY = "logging.googleapis.com/diagnostic"
+"""The key of the one-off entry in which google-cloud-logging describes itself."""
 
 _STACK_KEY = re.compile(r"(?i)(stack|exception|traceback)")
 _DETAIL_KEY = re.compile(r"(?i)(error|body|detail|response|reason|text)")
@@ -91,6 +97,10 @@ _CALLSITE = [
 ]
 _OWN_KEYS = frozenset({"level", *(p.value for p in _CALLSITE)})
 """Fields the pipeline itself adds (level, call site): nothing there to redact or cap."""
+_SHAPED = "app_log_entry"
+"""Set on the stdlib records of structlog events: their dict message is already shaped."""
+_SAID = "_said_by_message"
+"""Console only: the fields the catalog message shows (see `note_said_fields`)."""
 
 _state_lock = threading.Lock()
 _language: LanguageCode = "zh"
@@ -130,39 +140,54 @@ def configure_logging(
     """
     global _language, _handler
     out = stream if stream is not None else sys.stdout
-    tail: list[Processor]
+    shape: list[Processor] = [
+        structlog.processors.format_exc_info,
+        make_json_safe,
+        redact_and_cap,
+    ]
+    handler: logging.Handler
+    last: list[Processor]
     if fmt == "json":
-        stamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="time")
-        tail = [
-            CloudLoggingFields({str(k): str(v) for k, v in labels.items()}),
-            render_json,
-        ]
-        callsite: list[Processor] = [structlog.processors.CallsiteParameterAdder(_CALLSITE)]
-    else:
-        stamper = structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False, key="time")
-        tail = [console_columns, _console_renderer(colors=_isatty(out))]
-        callsite = []
-    handler = logging.StreamHandler(out)
-    handler.addFilter(_readable)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[foreign_event],
-            processors=[
-                structlog.stdlib.add_log_level,
-                *callsite,  # before remove_processors_meta: stdlib records carry their call site
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                make_json_safe,
-                redact_and_cap,
-                add_message,
-                stamper,
-                *tail,
-            ],
+        handler = _structured_handler(out, labels)
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(  # records of other libraries only
+                foreign_pre_chain=[foreign_event],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    *shape,
+                    add_message,
+                    render_payload,
+                ],
+            )
         )
-    )
+        last = [
+            structlog.processors.CallsiteParameterAdder(_CALLSITE),
+            *shape,
+            add_message,
+            to_structured_record,
+        ]
+    else:
+        handler = logging.StreamHandler(out)
+        handler.addFilter(_readable)
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[foreign_event],
+                processors=[
+                    structlog.stdlib.add_log_level,
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    *shape,
+                    note_said_fields,
+                    add_message,
+                    structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False, key="time"),
+                    console_columns,
+                    _console_renderer(colors=_isatty(out)),
+                ],
+            )
+        )
+        last = [structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
     root = logging.getLogger()
     with _state_lock:
-        _language = "en" if language == "en" else "zh"
+        _language = language_code(language)
         if _handler is not None:
             root.removeHandler(_handler)
         _handler = handler
@@ -179,7 +204,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.filter_by_level,
             structlog.contextvars.merge_contextvars,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            *last,
         ],
         wrapper_class=structlog.stdlib.BoundLogger,
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -262,75 +287,130 @@ def add_message(logger: Any, method_name: str, event_dict: EventDict) -> EventDi
 
 
 # ---------------------------------------------------------------------------------------------
-# JSON: Cloud Logging's structured format
+# JSON: written by google-cloud-logging's StructuredLogHandler
 
 
-class CloudLoggingFields:
-    """Cloud Logging's keys first (severity, message, event, time, labels, call site), then the
-    event's own fields in the order they were given."""
+def _structured_handler(out: TextIO, labels: Mapping[str, str]) -> logging.Handler:
+    """The vendor's handler for Cloud Logging's structured stdout lines, with the job's labels.
 
-    def __init__(self, labels: Mapping[str, str]) -> None:
-        self.labels = dict(labels)
+    Imported here, so that a console run does not pay for loading google-cloud-logging.
+    """
+    from google.cloud.logging.handlers import StructuredLogHandler
 
-    def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
-        fields = dict(event_dict)
-        account = fields.get("account")
-        entry: dict[str, Any] = {
-            "severity": str(fields.pop("level", method_name)).upper(),
-            "message": fields.pop("message", ""),
-            "event": fields.pop("event", ""),
-            "time": fields.pop("time", None),
-            LABELS_KEY: {**self.labels, "account": "-" if account in (None, "") else str(account)},
-        }
-        path = fields.pop("pathname", None)
-        line = fields.pop("lineno", None)
-        function = fields.pop("qual_name", None) or fields.pop("func_name", None)
-        fields.pop("func_name", None)
-        if path is not None:
-            entry[SOURCE_KEY] = {"file": path, "line": line, "function": function}
-        entry.update(fields)
-        return entry
+    job_labels = {str(k): str(v) for k, v in labels.items()}
+    handler: logging.Handler = StructuredLogHandler(  # type: ignore[no-untyped-call]
+        labels={**job_labels, "account": "-"}, stream=out
+    )
+    handler.addFilter(_not_diagnostic)
+    handler.addFilter(_readable)
+    handler.addFilter(_shaped_or_text)
+    return handler
 
 
-_json = structlog.processors.JSONRenderer(ensure_ascii=False, separators=(",", ":"))
-_HEAD_KEYS = ("severity", "message", "event", "time", LABELS_KEY, SOURCE_KEY)
+def _not_diagnostic(record: logging.LogRecord) -> bool:
+    """Drop the entry in which the library describes itself (once per process): every line on
+    stdout is one of the job's events or another library's log record."""
+    return not (isinstance(record.msg, Mapping) and DIAGNOSTIC_KEY in record.msg)
 
 
-def render_json(logger: Any, method_name: str, event_dict: EventDict) -> str:
-    """One JSON line; one over Cloud Logging's entry limit keeps only its scalar fields."""
-    line = cast(str, _json(logger, method_name, event_dict))
-    if len(line) * 4 > MAX_ENTRY_BYTES and len(line.encode("utf-8")) > MAX_ENTRY_BYTES:
-        small = {
-            k: v
-            for k, v in event_dict.items()
-            if k in _HEAD_KEYS
-            or v is None
-            or isinstance(v, bool | int | float)
-            or (isinstance(v, str) and len(v) < 200)
-        }
-        small["message"] = _cut(str(small.get("message", "")), 4000, keep_tail=False)
-        small["entry_truncated"] = True
-        line = cast(str, _json(logger, method_name, small))
-    return line
+def _shaped_or_text(record: logging.LogRecord) -> bool:
+    """The handler writes a dict message as it is: another library's record with one is logged
+    as its text instead, so that it goes through the formatter's redaction like any other."""
+    if isinstance(record.msg, Mapping) and not getattr(record, _SHAPED, False):
+        record.msg, record.args = _safe_str(record.msg), ()
+    return True
+
+
+def _payload(event_dict: EventDict) -> dict[str, Any]:
+    """The entry's payload: message and event first, then the event's own fields as given."""
+    fields = dict(event_dict)
+    payload = {"message": fields.pop("message", ""), "event": fields.pop("event", "")}
+    payload.update(fields)
+    return _within_entry_limit(payload)
+
+
+def to_structured_record(
+    logger: Any, method_name: str, event_dict: EventDict
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The last processor for structlog events: the stdlib call that carries the entry to the
+    handler, as its documented inputs: the payload as a dict message, the account in `labels`
+    and the call site in `source_location`."""
+    path = event_dict.pop("pathname", None)
+    line = event_dict.pop("lineno", None)
+    function = event_dict.pop("qual_name", None)
+    function = event_dict.pop("func_name", None) if function is None else function
+    event_dict.pop("func_name", None)
+    account = event_dict.get("account")
+    extra: dict[str, Any] = {
+        "labels": {"account": "-" if account in (None, "") else str(account)},
+        _SHAPED: True,
+    }
+    if path is not None:
+        extra["source_location"] = {"file": path, "line": line, "function": function}
+    return (_payload(event_dict),), {"extra": extra}
+
+
+def render_payload(logger: Any, method_name: str, event_dict: EventDict) -> str:
+    """Another library's record, shaped, as the JSON text the handler turns into the payload."""
+    return json.dumps(_payload(event_dict), ensure_ascii=False)
+
+
+def _json_bytes(payload: Mapping[str, Any]) -> int:
+    """The payload's size as the handler writes it (the standard library's spacing, UTF-8)."""
+    text = json.dumps(payload, ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _within_entry_limit(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload, or, over Cloud Logging's entry limit, only its scalar fields."""
+    limit = MAX_ENTRY_BYTES - ENVELOPE_BYTES
+    try:  # fast: compact JSON, plus half again for the spaces the handler's encoding adds
+        small_enough = len(orjson.dumps(payload)) * 3 // 2 <= limit
+    except TypeError:  # orjson refuses integers past 64 bits and lone surrogates
+        small_enough = False
+    if small_enough or _json_bytes(payload) <= limit:
+        return payload
+    small = {
+        k: v
+        for k, v in payload.items()
+        if v is None
+        or isinstance(v, bool | int | float)
+        or (isinstance(v, str) and len(v) < 200)
+    }
+    small["message"] = _cut(str(payload.get("message", "")), 4000, keep_tail=False)
+    small["event"] = payload.get("event", "")
+    small["entry_truncated"] = True
+    return small
 
 
 # ---------------------------------------------------------------------------------------------
 # Console
 
 
-_NOT_SHOWN = ("time", "level", "event", "message", "exception", "stacks")
+_NOT_SHOWN = frozenset({"time", "level", "event", "message", "exception", "stacks", _SAID})
+
+
+def note_said_fields(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """Console: before the message is rendered, note which fields the catalog message will
+    show (none when the caller wrote the message), so the line does not repeat them."""
+    if event_dict.get("message") is None:
+        event_dict[_SAID] = message_fields(str(event_dict.get("event", "")), _language)
+    return event_dict
 
 
 def console_columns(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     """What the console line shows: time, level, the message's first line and
-    "[event field=value ...]" (short scalars); the message's other lines, the traceback and any
-    thread stacks go below the line (ConsoleRenderer prints `exception` there)."""
+    "[event field=value ...]" with only the short scalar fields the message does not already
+    say; the message's other lines, the traceback and any thread stacks go below the line
+    (ConsoleRenderer prints `exception` there)."""
     message = str(event_dict.get("message", ""))
     first, _, rest = message.partition("\n")
+    said = event_dict.get(_SAID) or frozenset()
     scalars = " ".join(
         f"{k}={_short(v)}"
         for k, v in event_dict.items()
         if k not in _NOT_SHOWN
+        and k not in said
         and (v is None or isinstance(v, str | int | float))
         and not (isinstance(v, str) and "\n" in v)
     )

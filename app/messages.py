@@ -16,13 +16,29 @@ as its own name. Rendering never raises.
 
 from __future__ import annotations
 
+import functools
 import math
 import string
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 Language = str
-""""zh" or "en"; anything else falls back to Chinese, the default."""
+""""zh" or "en"; anything else falls back to Chinese, the default (see `language_code`)."""
+
+LanguageCode = Literal["zh", "en"]
+
+
+def language_code(value: object) -> LanguageCode:
+    """The log language `value` names: "en" is English, anything else Chinese (the default).
+
+    The one place that decides the fallback; everything that picks a text by language asks it.
+    """
+    return "en" if value == "en" else "zh"
+
+
+def in_language(language: object, zh: str, en: str) -> str:
+    """`en` when `language` is English, else `zh`."""
+    return en if language_code(language) == "en" else zh
 
 MISSING = "?"
 
@@ -476,7 +492,7 @@ _STATUS_LABELS: dict[str, tuple[str, str]] = {
 
 
 def _pick(pair: tuple[str, str], language: Language) -> str:
-    return pair[1] if language == "en" else pair[0]
+    return in_language(language, *pair)
 
 
 def label(key: str, language: Language) -> str:
@@ -524,7 +540,7 @@ def human_duration(seconds: object, language: Language) -> str:
         return "∞"
     sign = "-" if seconds < 0 else ""
     seconds = abs(seconds)
-    zh = language != "en"
+    zh = language_code(language) == "zh"
     if seconds < 10:
         return f"{sign}{seconds:.1f}秒" if zh else f"{sign}{seconds:.1f}s"
     total = round(seconds)
@@ -566,6 +582,33 @@ class _LenientFormatter(string.Formatter):
 
 
 _FORMATTER = _LenientFormatter()
+
+
+_DERIVED_FROM = {
+    "error_label": "error_class",
+    "status_label": "status",
+    "bytes_human": "bytes",
+    "duration": "duration_seconds",
+    "eta": "eta_seconds",
+    "account_eta": "account_eta_seconds",
+    "run_eta": "run_eta_seconds",
+}
+"""Each derived template field and the event field it is made from (see `_derived`)."""
+
+
+@functools.cache
+def message_fields(event: str, language: Language) -> frozenset[str]:
+    """The event's fields that its message shows in `language` (a derived field counts as the
+    field it is made from); none for an event outside the catalog, whose message is its name."""
+    pair = CATALOG.get(event)
+    if pair is None:
+        return frozenset()
+    names = set()
+    for _, name, _, _ in string.Formatter().parse(_pick(pair, language)):
+        if name:
+            root = name.split(".", 1)[0].split("[", 1)[0]
+            names.add(_DERIVED_FROM.get(root, root))
+    return frozenset(names)
 
 
 def _derived(fields: Mapping[str, Any], language: Language) -> dict[str, Any]:

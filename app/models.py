@@ -1,10 +1,26 @@
-"""What the API layer hands up: one page of conversions, and a page given up on."""
+"""What the API layer hands up: one page of conversions, and a page given up on; and what makes
+two records the same conversion (`id_key`), for every place that drops duplicates."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+IdKey = int | str
+"""A `conversion_id` as the dedupe key: digit strings count as their number, so "123" and 123
+are one record."""
+
+
+def id_key(value: Any) -> IdKey | None:
+    """The dedupe key of a `conversion_id`: ints as they are, digit strings as their number,
+    anything else as its text; None for a record without one."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
 
 
 @dataclass(frozen=True)

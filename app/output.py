@@ -27,10 +27,8 @@ class UnitOutput:
         self.chunk_name = chunk_name
         self._pending: Chunk | None = None
         self._uploaded: list[str] = []
-        self.records = 0
 
     def on_chunk(self, chunk: Chunk) -> None:
-        self.records += chunk.records
         if self._pending is not None:
             self._upload_pending()
         self._pending = chunk

@@ -47,7 +47,8 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._sent: deque[float] = deque()
         self.waited = 0.0
-        """Total seconds callers spent waiting for a slot (reported in the summary)."""
+        """Total seconds callers spent waiting for a slot (not reported anywhere: the job reports
+        each page's own wait, `AccountClient.throttle_wait`)."""
         self.reservations = 0
         """Sends reserved so far: how busy the throttle was over a span (see `PageFetch`)."""
 

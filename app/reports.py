@@ -16,6 +16,7 @@ from app.messages import (
     has_label,
     human_bytes,
     human_duration,
+    in_language,
     label,
     render_message,
     status_label,
@@ -87,7 +88,7 @@ def _memory(part: Mapping[str, object], language: str) -> str:
 
 
 def _cpu(part: Mapping[str, object], language: str) -> str:
-    sep = " " if language == "en" else ""
+    sep = in_language(language, "", " ")
     return (
         f"{label('process', language)} {_pct(part.get('process_percent'))} · "
         f"{label('system', language)} {_pct(part.get('system_percent'))}"
@@ -114,7 +115,7 @@ def _disk(part: Mapping[str, object], language: str) -> str:
 def _output_files(part: Mapping[str, object], language: str) -> str:
     if "dir" in part and part.get("dir") is None:
         return label("no_local_output", language)
-    sep = " " if language == "en" else ""
+    sep = in_language(language, "", " ")
     text = (
         f"{_num(part.get('count'))}{sep}{label('files', language)} · "
         f"{human_bytes(part.get('total_bytes'))}"
@@ -347,7 +348,7 @@ def render_final_summary(summary: Mapping[str, object], language: str) -> str:
     blocks = ["\n".join([title, *_rows(rows)]), render_skip_report(skipped_list, language)]
     resources = summary.get("resources")
     if isinstance(resources, Mapping) and resources:
-        final_title = "最终" if language != "en" else "final"
+        final_title = in_language(language, "最终", "final")
         blocks.append(render_resource_report(final_title, resources, language))
     return "\n\n".join(blocks)
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from app.errors import FetchError, RateLimited
 
 MAX_RETRY_AFTER = 300.0
-"""A server's Retry-After is honoured up to this many seconds; anything longer is clamped."""
+"""A server's Retry-After is honoured up to this many seconds; anything longer is clamped, once,
+by `parse_retry_after` (the only way a `RateLimited` gets its `retry_after`)."""
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
@@ -45,7 +46,8 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
 class RetryPolicy:
     """`max_retries` retries after the first try, waiting `backoff[n-1]` (+ jitter) before retry n.
 
-    The last backoff value repeats. A 429 waits the server's Retry-After when it sent one,
+    The last backoff value repeats. A 429 waits the server's Retry-After (as clamped by
+    `parse_retry_after`) when it sent one,
     otherwise `rate_limit_delay`. Jitter adds up to `jitter` x the wait, so that concurrent
     clients do not retry in lock-step.
     """
@@ -68,7 +70,7 @@ class RetryPolicy:
         """Seconds to wait before retry number `retry` (1-based) after `error`."""
         if isinstance(error, RateLimited):
             if error.retry_after is not None:
-                return min(error.retry_after, MAX_RETRY_AFTER)
+                return error.retry_after
             return self.rate_limit_delay
         base = self.backoff[min(retry, len(self.backoff)) - 1] if self.backoff else 0.0
         return base * (1.0 + self.jitter * self.random())

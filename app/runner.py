@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.config import CloudRunTask, InvalidSetting, Settings
 from app.errors import ConfigError, JobError, StorageCredentialsError
+from app.messages import language_code
 from app.outcome import EXIT_INTERRUPTED, EXIT_RETRY, StopReason, decide
 from app.store import RunLayout
 
@@ -35,6 +36,8 @@ def _exit_code(error: BaseException) -> int:
 
 
 def setup_logging(settings: Settings | None, env: Mapping[str, str]) -> None:
+    """The one log setup of every entry point: format, language and labels from the settings
+    (or, before settings exist, from `env`), and the settings' secrets registered for redaction."""
     from app.logs import configure_logging, register_secret, resolve_format
 
     task = settings.task if settings else CloudRunTask(job=env.get("CLOUD_RUN_JOB") or "local")
@@ -44,7 +47,7 @@ def setup_logging(settings: Settings | None, env: Mapping[str, str]) -> None:
                          on_cloud_run=task.on_cloud_run, stdout_isatty=sys.stdout.isatty())
     configure_logging(
         fmt=fmt,
-        language="en" if language == "en" else "zh",
+        language=language_code(language),
         labels={"job": task.job, "execution": task.execution, "task_index": str(task.index),
                 "attempt": str(task.attempt)},
     )
@@ -180,7 +183,7 @@ def report_config_error(exc: ConfigError, env: Mapping[str, str]) -> None:
     from app.logs import get_logger
 
     setup_logging(None, env)
-    language = "en" if env.get("LOG_LANGUAGE") == "en" else "zh"
+    language = language_code(env.get("LOG_LANGUAGE"))
     message = config_error_message(exc, language)
     extra = {"problem": exc.problem} if exc.problem else {}
     get_logger().error("config_invalid", message=message, error_class="config",

@@ -39,11 +39,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from app import jsoncodec
 from app.errors import AlreadyExists, StorageError
+from app.models import IdKey, id_key
 from app.sinks import ObjectInfo, Sink
-from app.writer import IdKey, id_key
 
 DAYS_PREFIX = "days/"
 RUNS_PREFIX = "runs/"
@@ -235,9 +234,7 @@ def compare(account: str, date: str, old: Sink | None, old_name: str | None,
             for line in lines:
                 if not line.strip():
                     continue
-                record = orjson.loads(line)
-                if isinstance(record.get("conversion_id"), float):  # orjson: an int past 64 bits
-                    record = json.loads(line)
+                record = jsoncodec.loads(line)
                 key = id_key(record.get("conversion_id"))
                 if key is None:
                     continue

@@ -30,10 +30,6 @@ class Text:
     en: str
     zh: str
 
-    def pick(self, language: str) -> str:
-        """English for "en", Chinese otherwise (the default language)."""
-        return self.en if language == "en" else self.zh
-
 
 class Invalid(ValueError):
     """Raised by a parser that can say more precisely than its Option what is wrong."""

@@ -26,6 +26,9 @@ from typing import IO, Any
 
 import orjson
 
+from app.jsoncodec import dumps_refused
+from app.models import IdKey, id_key
+
 CHUNK_BYTES = 64 * 1024 * 1024
 """Uncompressed NDJSON bytes per chunk before it is handed off (about 100,000 typical records,
 6-10 MB once gzipped). Counted before compression because zlib holds output back internally,
@@ -37,21 +40,6 @@ GZIP_LEVEL = 3
 level 6 compression was a fifth of the job's CPU; objects ~28 % bigger cost far less than
 that CPU, and bigger chunks do not change memory (chunks are cut by uncompressed size)."""
 
-_stdlib_encode = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _encode_exotic(record: Mapping[str, Any]) -> bytes:
-    """A record orjson refused, as compact JSON from the standard library.
-
-    Records are encoded with orjson, ~10x faster than the standard library (0.4 vs 4.3 µs for a
-    typical record), once the largest CPU cost of the write path. What orjson refuses (integers
-    past 64 bits, lone surrogates) comes here, ASCII-escaped so that a lone surrogate stays
-    valid JSON; no value is altered. A float NaN or infinity, which only a non-standard API
-    body could carry, is written by orjson as null: valid JSON, where the standard library
-    would write the invalid token NaN.
-    """
-    return _stdlib_encode(record).encode("ascii")
-
 
 @dataclass(frozen=True)
 class Chunk:
@@ -61,21 +49,6 @@ class Chunk:
     path: Path
     records: int
     size: int
-
-
-IdKey = int | str
-"""A `conversion_id` as the dedupe key: digit strings count as their number."""
-
-
-def id_key(value: Any) -> IdKey | None:
-    """The dedupe key of a `conversion_id`: ints as they are, digit strings as their number,
-    anything else as its text; None for a record without one."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    return int(text) if text.isdigit() else text
 
 
 class UnitWriter:
@@ -98,7 +71,6 @@ class UnitWriter:
         self.records = 0
         self.duplicates = 0
         self.chunks = 0
-        self.bytes_written = 0
         self._raw: IO[bytes] | None = None
         self._gz: gzip.GzipFile | None = None
         self._path: Path | None = None
@@ -154,10 +126,10 @@ class UnitWriter:
                 break
             clean = record if "_account" not in record else {
                 k: v for k, v in record.items() if k != "_account"}
-            try:
+            try:  # app.jsoncodec's rule for writing, inlined
                 head = dumps(clean)
             except TypeError:  # orjson.JSONEncodeError
-                head = _encode_exotic(clean)
+                head = dumps_refused(clean)
             append(head[:-1] + with_account if len(head) > 2 else b"{" + with_account[1:])
         self.duplicates += duplicates
         if not lines:
@@ -182,7 +154,6 @@ class UnitWriter:
         chunk = Chunk(self.chunks, self._path, self._chunk_records, size)
         self._gz = self._raw = self._path = None
         self.chunks += 1
-        self.bytes_written += size
         self._on_chunk(chunk)
 
     @property

@@ -24,6 +24,8 @@ from app.messages import (
     error_class_label,
     human_bytes,
     human_duration,
+    in_language,
+    language_code,
     render_message,
 )
 
@@ -88,7 +90,8 @@ def test_resolve_format_rejects_unknown() -> None:
 
 
 def test_json_line_has_exactly_the_cloud_logging_fields() -> None:
-    """One JSON object per entry: severity, message, event, time, labels, call site, fields."""
+    """One JSON object per entry, as StructuredLogHandler writes it: the payload (message, event,
+    fields), then severity, labels, its trace keys (empty), call site, httpRequest (empty)."""
     stream = json_stream()
     log = logs.get_logger(account="acme")
     call_line = sys._getframe().f_lineno + 1
@@ -96,22 +99,23 @@ def test_json_line_has_exactly_the_cloud_logging_fields() -> None:
              error="read timed out", wait=10.0)  # fmt: skip
     (entry,) = entries(stream)
     assert list(entry) == [
-        "severity", "message", "event", "time",
-        "logging.googleapis.com/labels", "logging.googleapis.com/sourceLocation",
-        "account", "date", "page", "attempt", "error_class", "error", "wait",
+        "message", "event", "account", "date", "page", "attempt", "error_class", "error", "wait",
+        "severity", "logging.googleapis.com/labels", "logging.googleapis.com/trace",
+        "logging.googleapis.com/spanId", "logging.googleapis.com/trace_sampled",
+        "logging.googleapis.com/sourceLocation", "httpRequest",
     ]  # fmt: skip
     assert entry["severity"] == "INFO"
     assert entry["event"] == "page_retry"
     assert entry["message"] == "🔁 acme 2025-01-01 第15页超时重试2，10.0秒后重试：read timed out"
-    assert entry["logging.googleapis.com/labels"] == {**LABELS, "account": "acme"}
+    assert entry["logging.googleapis.com/labels"] == {"python_logger": "app", **LABELS,
+                                                      "account": "acme"}
     source = entry["logging.googleapis.com/sourceLocation"]
     assert source == {
         "file": __file__,
         "line": call_line,
         "function": "test_json_line_has_exactly_the_cloud_logging_fields",
     }
-    assert entry["time"].endswith("Z")
-    assert datetime.fromisoformat(entry["time"]).tzinfo is not None
+    assert entry["httpRequest"] == {} and entry["logging.googleapis.com/trace"] == ""
     assert (entry["page"], entry["attempt"], entry["wait"]) == (15, 2, 10.0)
 
 
@@ -227,7 +231,7 @@ def test_only_our_lines_are_written() -> None:
     lines = entries(stream)
     assert [e["event"] for e in lines] == ["heartbeat", "heartbeat"]
     assert all("logging.googleapis.com/diagnostic" not in e for e in lines)
-    assert all("httpRequest" not in e and "logging.googleapis.com/trace" not in e for e in lines)
+    assert all(e["httpRequest"] == {} and e["logging.googleapis.com/trace"] == "" for e in lines)
 
 
 def test_foreign_stdlib_records_are_shaped_and_redacted() -> None:
@@ -241,7 +245,8 @@ def test_foreign_stdlib_records_are_shaped_and_redacted() -> None:
     assert entry["logger"] == "urllib3.connectionpool"
     assert TOKEN not in entry["message"]
     assert entry["message"] == "retrying with header Authorization: Bearer [REDACTED]"
-    assert entry["logging.googleapis.com/labels"] == {**LABELS, "account": "-"}
+    assert entry["logging.googleapis.com/labels"] == {"python_logger": "urllib3.connectionpool",
+                                                      **LABELS, "account": "-"}
     assert entry["logging.googleapis.com/sourceLocation"]["file"] == __file__
 
 
@@ -342,7 +347,8 @@ def test_capture_logs_sees_structured_events() -> None:
 
 
 def test_console_line_is_readable() -> None:
-    """The console shows time, level, the human message and the event with its scalar fields."""
+    """The console shows time, level, the human message and the event (its fields, here all in
+    the message, are not repeated)."""
     stream = io.StringIO()
     logs.configure_logging(fmt="console", language="en", labels=LABELS, stream=stream)
     logs.get_logger(account="acme").info("unit_started", date="2025-01-01")
@@ -350,7 +356,7 @@ def test_console_line_is_readable() -> None:
     assert "\x1b[" not in line  # no colours when the stream is not a terminal
     time_text, rest = line.split(" ", 1)
     datetime.strptime(time_text, "%H:%M:%S")
-    assert rest == "INFO     📅 Fetching acme 2025-01-01  [unit_started account=acme date=2025-01-01]"
+    assert rest == "INFO     📅 Fetching acme 2025-01-01  [unit_started]"
 
 
 def test_console_prints_reports_and_tracebacks_below_the_line() -> None:
@@ -378,8 +384,46 @@ def test_console_prints_thread_stacks_below_the_line() -> None:
     stacks = [{"name": "MainThread", "stack": "frame a\nframe b\n"}, {"name": "fetch", "stack": "recv\n"}]
     logs.get_logger().warning("stall_detected", seconds=120, stacks=stacks)
     lines = stream.getvalue().splitlines()
-    assert "WARNING" in lines[0] and lines[0].endswith("[stall_detected seconds=120]")
+    assert "WARNING" in lines[0] and lines[0].endswith("every thread's stack  [stall_detected]")
     assert lines[1:] == ["--- MainThread ---", "frame a", "frame b", "--- fetch ---", "recv"]
+
+
+def test_console_tail_shows_only_what_the_message_does_not_say() -> None:
+    """The "[event ...]" tail leaves out every field the message shows (a derived one, such as
+    the error class's name or the human size, counts as its field) and keeps the others; a
+    message the caller wrote says nothing for the catalog, so all fields stay."""
+    stream = io.StringIO()
+    logs.configure_logging(fmt="console", language="en", labels=LABELS, stream=stream)
+    log = logs.get_logger(account="acme")
+    log.warning("page_retry", date="2025-01-01", page=15, attempt=2, error_class="timeout",
+                error="read timed out", wait=10.0, status=503)
+    log.info("snapshot_replaced", date="2025-01-01", object="days/x.ndjson.gz", bytes=2048,
+             records=10, complete=True)
+    log.info("resource_report", message="📊 title", title="final")
+    log.info("something_new", x=1)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith(
+        "🔁 acme 2025-01-01 page 15: timeout, retry 2 in 10.0s: read timed out  [page_retry status=503]")
+    assert lines[1].endswith(
+        "(2.0 KB, 10 records)  [snapshot_replaced account=acme date=2025-01-01 complete=True]")
+    assert lines[2].endswith("📊 title  [resource_report account=acme title=final]")
+    assert lines[3].endswith("something_new  [something_new account=acme x=1]")
+
+
+def test_console_progress_line_is_short_in_both_languages() -> None:
+    """A progress line repeats no field its message says (only `records`, which it does not
+    say, is added), so it stays well under the 250-300 characters it used to take, though it
+    now gives the account's rate and ETAs and the run's apart."""
+    fields = {"date": "2026-11-20", "pages_done": 10, "pages": 25, "percent": 40.0,
+              "records": 1000, "rate": 61.2, "eta_seconds": 14.7, "account_eta_seconds": 420.0,
+              "run_percent": 12.5, "run_rate": 113.7, "run_eta_seconds": 3725.0}
+    for language in ("en", "zh"):
+        stream = io.StringIO()
+        logs.configure_logging(fmt="console", language=language, labels=LABELS, stream=stream)
+        logs.get_logger(account="shopA").info("progress", **fields)
+        line = stream.getvalue().rstrip("\n")
+        assert line.endswith("  [progress records=1000]"), line
+        assert len(line) < 180
 
 
 # --- redaction ---------------------------------------------------------------------------------
@@ -692,14 +736,24 @@ def test_human_bytes(size: object, text: str) -> None:
     assert human_bytes(size) == text
 
 
+@pytest.mark.parametrize(("value", "code"),
+                         [("en", "en"), ("zh", "zh"), ("", "zh"), (None, "zh"), ("fr", "zh")])
+def test_the_language_fallback_is_decided_in_one_place(value: object, code: str) -> None:
+    """"en" is English and anything else Chinese (the default): `language_code` decides, and
+    texts picked by language follow it."""
+    assert language_code(value) == code
+    assert in_language(value, "中文", "English") == ("English" if code == "en" else "中文")
+    assert human_duration(83, str(value)) == human_duration(83, code)
+
+
 # --- import cost -----------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("fmt", ["console", "json"])
-def test_log_setup_does_not_import_google_cloud_logging(fmt: str) -> None:
-    """Console and JSON lines are written without google-cloud-logging (not a dependency any
-    more), so its import cost is never paid."""
+def test_only_json_logs_import_google_cloud_logging(fmt: str) -> None:
+    """JSON lines are written by google-cloud-logging's handler; a console run never pays for
+    its import."""
     code = (
         "import sys\n"
         "from app import logs\n"
@@ -711,11 +765,39 @@ def test_log_setup_does_not_import_google_cloud_logging(fmt: str) -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
         timeout=25,
     )  # fmt: skip
-    assert result.stdout.strip() == "False"
+    assert result.stdout.strip() == str(fmt == "json")
     if fmt == "json":
         assert json.loads(result.stderr)["message"] == "💓 Heartbeat"
     else:
         assert "Heartbeat" in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_json_lines_are_written_by_structured_log_handler_alone() -> None:
+    """In a fresh process (where the library's one-off self-description entry would come
+    first), the JSON handler is google-cloud-logging's StructuredLogHandler and stdout holds
+    exactly the job's entries, shaped by it."""
+    code = (
+        "import logging, sys\n"
+        "from google.cloud.logging.handlers import StructuredLogHandler\n"
+        "from app import logs\n"
+        "logs.configure_logging(fmt='json', language='en', labels={'job': 'j'})\n"
+        "logs.get_logger(account='acme').info('auth_ok')\n"
+        "logging.getLogger('urllib3').warning('retrying')\n"
+        "handlers = [h for h in logging.getLogger().handlers if isinstance(h, StructuredLogHandler)]\n"
+        "print(len(handlers), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        timeout=25,
+    )  # fmt: skip
+    assert result.stderr.strip() == "1"
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert (first["event"], first["message"]) == ("auth_ok", "🔑 Account acme authenticated")
+    assert first["logging.googleapis.com/labels"]["account"] == "acme"
+    assert first["logging.googleapis.com/labels"]["job"] == "j"
+    assert (second["event"], second["logger"], second["severity"]) == ("log", "urllib3", "WARNING")
+    assert "logging.googleapis.com/diagnostic" not in result.stdout
 
 
 @pytest.mark.timeout(30)

@@ -51,3 +51,11 @@ def test_retry_after_parses_seconds_and_http_dates_and_clamps() -> None:
     assert parse_retry_after("-5", now=now) == 0.0
     assert parse_retry_after("soon", now=now) is None
     assert parse_retry_after(None, now=now) is None
+
+
+def test_retry_after_is_clamped_once_where_it_is_parsed() -> None:
+    """A server's huge Retry-After is clamped where the header is read, and the policy waits
+    exactly what the error carries."""
+    clamped = parse_retry_after("999999", now=0.0)
+    policy = RetryPolicy(random=lambda: 1.0)
+    assert policy.wait_before_retry(1, RateLimited("429", retry_after=clamped)) == MAX_RETRY_AFTER

@@ -7,6 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from app import jsoncodec
+from app.models import id_key
 from app.writer import Chunk, UnitWriter
 
 
@@ -117,3 +119,29 @@ def test_records_without_an_id_are_all_kept_and_an_empty_one_stays_valid(tmp_pat
     assert _read(chunks) == [{"_account": "a"}, {"x": 1, "_account": "a"},
                              {"x": 1, "_account": "a"}, {"conversion_id": "0042", "_account": "a"}]
     assert writer.duplicates == 1
+
+
+def test_what_the_writer_writes_the_one_json_rule_reads_back_exactly(tmp_path: Path) -> None:
+    """Records out (the writer) and in (`jsoncodec.loads`, used for page bodies and old
+    snapshots alike) follow one rule: integers past 64 bits in any field, lone surrogates and
+    ordinary values all come back as they went in, with their types."""
+    chunks: list[Chunk] = []
+    writer = UnitWriter(account="a", scratch_dir=tmp_path, on_chunk=chunks.append)
+    records = [{"conversion_id": 2**70 + 1, "amount": 1.5, "status": "pending"},
+               {"conversion_id": 7, "nested": {"n": -(2**65)}, "note": "bad \ud800 text"},
+               {"conversion_id": 8, "big_as_text": "1" * 30}]
+    writer.write(records)
+    writer.close()
+    lines = gzip.decompress(b"".join(c.path.read_bytes() for c in chunks)).splitlines()
+    back = [jsoncodec.loads(line) for line in lines]
+    assert back == [{**record, "_account": "a"} for record in records]
+    assert type(back[0]["conversion_id"]) is int and type(back[1]["nested"]["n"]) is int
+
+
+def test_one_id_key_makes_digit_strings_and_numbers_one_record() -> None:
+    """`id_key`, the one dedupe key: "123", " 123 " and 123 are the same conversion; other
+    text stays text; no id is no key."""
+    assert id_key("123") == id_key(" 123 ") == id_key(123) == 123
+    assert id_key("0042") == 42
+    assert id_key("A-17") == "A-17"
+    assert id_key(None) is None

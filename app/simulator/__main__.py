@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from app.messages import in_language, language_code
 from app.simulator.auth import SimAccount
 from app.simulator.currency import LOCAL_CURRENCIES, PREFERRED_CURRENCIES, convert
 from app.simulator.dataset import DEFAULT_CURRENCY, Dataset
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --records: statuses after this many validation steps "
                             "(default: %(default)s, as served before any step)")
     parser.add_argument("--lang", choices=("zh", "en"),
-                        default="en" if os.environ.get("LOG_LANGUAGE") == "en" else "zh",
+                        default=language_code(os.environ.get("LOG_LANGUAGE")),
                         help="language of the human-readable note on stderr "
                              "(default: $LOG_LANGUAGE, else zh)")
     return parser
@@ -229,9 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     names = ", ".join(account.name for account in accounts)
-    note = (f"Involve Asia simulator serving {names} at {simulator.base_url}; Ctrl-C to stop"
-            if args.lang == "en" else
-            f"Involve Asia 模拟器已启动，账户 {names}，地址 {simulator.base_url}；按 Ctrl-C 停止")
+    note = in_language(
+        args.lang,
+        f"Involve Asia 模拟器已启动，账户 {names}，地址 {simulator.base_url}；按 Ctrl-C 停止",
+        f"Involve Asia simulator serving {names} at {simulator.base_url}; Ctrl-C to stop")
     print(simulator.base_url, flush=True)
     print(note, file=sys.stderr, flush=True)
     interval = args.validation_interval
@@ -241,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 simulator.advance_validation()
     finally:
         simulator.stop()
-    print("Simulator stopped" if args.lang == "en" else "模拟器已停止",
+    print(in_language(args.lang, "模拟器已停止", "Simulator stopped"),
           file=sys.stderr, flush=True)
     return 0
 
