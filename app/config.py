@@ -205,6 +205,13 @@ class Settings:
              f"大于 0、不超过 {MAX_REQUEST_TIMEOUT:g} 的秒数"),
         f"seconds, > 0 and at most {MAX_REQUEST_TIMEOUT:g}; hard cap on one request, whatever the"
         " server does")
+    storage_timeout: float = _setting(
+        "STORAGE_TIMEOUT", "60", v.request_timeout,
+        Text(f"seconds > 0, at most {MAX_REQUEST_TIMEOUT:g}",
+             f"大于 0、不超过 {MAX_REQUEST_TIMEOUT:g} 的秒数"),
+        "seconds, > 0 and at most 3600; hard cap on one storage request (an upload chunk, a"
+        " compose, a read), whatever GCS does; a request cut at it is retried like any"
+        " transient storage error (an operation is retried for twice this, at most 120 s)")
     max_retry_attempts: int = _setting(
         "MAX_RETRY_ATTEMPTS", "5", v.int_range(0, 100), v.int_text(0, 100),
         "retries per page after the first try, 0 to 100")

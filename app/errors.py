@@ -21,6 +21,7 @@ whether a retry can help and which summary bucket it counts in.
     ├── ConfigError                bad settings (exit 2)
     ├── StorageError               the sink failed permanently (exit 1)
     │   ├── StorageCredentialsError    "config": no credentials/project for the client (exit 2)
+    │   │   └── StorageConfigError         "config": the bucket is missing or refuses the job (exit 2)
     │   └── AlreadyExists              a create-only write found the object there
     └── ApiUnreachable             an account never reached the API: connection-level failures only (exit 1)
 
@@ -167,9 +168,15 @@ class ConfigError(JobError):
 
 
 class StorageError(JobError):
-    """Writing or reading the output failed after the storage client's own retries."""
+    """Writing or reading the output failed after the storage client's own retries.
+
+    `status` is the HTTP status of storage's last answer, when there was one."""
 
     error_class = "storage"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class StorageCredentialsError(StorageError):
@@ -177,6 +184,11 @@ class StorageCredentialsError(StorageError):
     will not help (exit 2)."""
 
     error_class = "config"
+
+
+class StorageConfigError(StorageCredentialsError):
+    """The start-up probe found GCS_BUCKET unusable: the bucket does not exist, or storage
+    refuses the job (401/403). Configuration, a retry will not help (exit 2)."""
 
 
 class AlreadyExists(StorageError):

@@ -17,12 +17,16 @@ request alive for hours. Here every request gets one deadline, `timeout` seconds
   request, the status line, the headers, a body read. That wakes the blocked call at once. A
   connection registers when urllib3 starts to connect it (`connect()`: name lookup, TCP, TLS)
   or, reused from the pool, when it sends the request (`request()`); a TLS socket registers
-  itself before its handshake (`_GuardedSSLSocket`);
+  itself before its handshake (`GuardedSSLSocket`);
 - the body is streamed and the deadline is checked between chunks, with a size cap.
 
 A name lookup is the one step nothing can cut short: `getaddrinfo` has no socket to shut down,
 so it runs for as long as the system resolver allows (resolv.conf's timeout and attempts); the
 request fails as a RequestTimeout as soon as it returns past the deadline.
+
+The machinery (`Deadlines`: guards, the reaper, the adapter) serves any `requests` session:
+the storage client's session uses it too (`app/sinks/transport.py`), so one implementation
+bounds every request the job sends.
 
 The guards are installed through public hooks only: the adapter's
 `get_connection_with_tls_context` (requests' documented subclassing point) hands back the pool,
@@ -54,7 +58,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -73,7 +77,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 _CHUNK = 64 * 1024
 
 
-class _Guard:
+class Guard:
     """The deadline of one request and what it is using: connections, and a TLS socket while
     its handshake runs."""
 
@@ -86,11 +90,11 @@ class _Guard:
         self.aborted = False
         """`abort_all()` fired it (SIGTERM), not its deadline."""
         self.done = False
-        self._targets: list[_GuardedConnectionMixin | ssl.SSLSocket] = []
+        self._targets: list[GuardedConnectionMixin | ssl.SSLSocket] = []
         self._lock = threading.Lock()
 
-    def attach(self, target: _GuardedConnectionMixin | ssl.SSLSocket) -> None:
-        if isinstance(target, _GuardedConnectionMixin):
+    def attach(self, target: GuardedConnectionMixin | ssl.SSLSocket) -> None:
+        if isinstance(target, GuardedConnectionMixin):
             target.guard = self  # the connection is this request's now (it may come from the pool)
         with self._lock:
             if target not in self._targets:
@@ -113,12 +117,12 @@ class _Guard:
             # A connection this request already gave back to the pool may be another
             # request's by now: leave that one alone.
             targets = [t for t in self._targets
-                       if not isinstance(t, _GuardedConnectionMixin) or t.guard is self]
+                       if not isinstance(t, GuardedConnectionMixin) or t.guard is self]
         for target in targets:
             _shutdown(target)
 
 
-def _shutdown(target: _GuardedConnectionMixin | ssl.SSLSocket) -> None:
+def _shutdown(target: GuardedConnectionMixin | ssl.SSLSocket) -> None:
     """Shut down the socket under a connection or a TLS socket; a blocked call on it wakes."""
     sock = target if isinstance(target, socket.socket) else getattr(target, "sock", None)
     if sock is None:  # not created yet (name lookup, TCP connect) or already closed
@@ -129,21 +133,21 @@ def _shutdown(target: _GuardedConnectionMixin | ssl.SSLSocket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-_current_guard: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
+_current_guard: contextvars.ContextVar[Guard | None] = contextvars.ContextVar(
     "current_guard", default=None
 )
 
 
-class _GuardedConnectionMixin:
+class GuardedConnectionMixin:
     """Registers the connection with the deadline guard of the request using it.
 
     `connect()` is where urllib3 resolves the name, connects and (for https) does the TLS
     handshake; `request()` covers a keep-alive connection taken from the pool. During the
     handshake the connection's `sock` is a plain socket urllib3 has already handed to the TLS
-    layer (detached), so the handshake registers its own socket: `_GuardedSSLSocket`.
+    layer (detached), so the handshake registers its own socket: `GuardedSSLSocket`.
     """
 
-    guard: _Guard | None = None
+    guard: Guard | None = None
 
     def connect(self) -> None:
         guard = _current_guard.get()
@@ -160,15 +164,15 @@ class _GuardedConnectionMixin:
         super().request(method, url, *args, **kwargs)  # type: ignore[misc]
 
 
-class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+class GuardedHTTPConnection(GuardedConnectionMixin, HTTPConnection):
     pass
 
 
-class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+class GuardedHTTPSConnection(GuardedConnectionMixin, HTTPSConnection):
     pass
 
 
-class _GuardedSSLSocket(ssl.SSLSocket):
+class GuardedSSLSocket(ssl.SSLSocket):
     """A TLS socket that registers with the current request's guard before its handshake, so
     a server that stalls the handshake is cut off at the deadline (or by `abort_all()`)."""
 
@@ -180,11 +184,11 @@ class _GuardedSSLSocket(ssl.SSLSocket):
 
 
 def _tls_context() -> ssl.SSLContext:
-    """urllib3's own default TLS settings; wrapped sockets are `_GuardedSSLSocket`s (the
+    """urllib3's own default TLS settings; wrapped sockets are `GuardedSSLSocket`s (the
     standard library's public `sslsocket_class` hook). Certificates are still verified:
     requests hands urllib3 certifi's CA bundle for every https pool."""
     context = urllib3.util.create_urllib3_context()
-    context.sslsocket_class = _GuardedSSLSocket
+    context.sslsocket_class = GuardedSSLSocket
     return context
 
 
@@ -203,10 +207,10 @@ class _DeadlineAdapter(HTTPAdapter):
     def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> ConnectionPool:
         pool = super().get_connection_with_tls_context(*args, **kwargs)
         if isinstance(pool, HTTPConnectionPool) and not issubclass(pool.ConnectionCls,
-                                                                   _GuardedConnectionMixin):
+                                                                   GuardedConnectionMixin):
             # A pool seen for the first time; it has not made a connection yet.
-            pool.ConnectionCls = (_GuardedHTTPSConnection if isinstance(pool, HTTPSConnectionPool)
-                                  else _GuardedHTTPConnection)
+            pool.ConnectionCls = (GuardedHTTPSConnection if isinstance(pool, HTTPSConnectionPool)
+                                  else GuardedHTTPConnection)
             self._pools.add(pool)
         return pool
 
@@ -218,17 +222,18 @@ class _DeadlineAdapter(HTTPAdapter):
             pool.close()
 
 
-def _release(reaper: _Reaper, session: requests.Session) -> None:
-    reaper.close()
+def _release(deadlines: Deadlines, session: requests.Session) -> None:
+    deadlines.close()
     session.close()
 
 
 class _Reaper:
     """One thread that fires guards whose deadline has passed."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], name: str) -> None:
         self._clock = clock
-        self._heap: list[tuple[float, int, _Guard]] = []
+        self._name = name
+        self._heap: list[tuple[float, int, Guard]] = []
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
@@ -237,7 +242,7 @@ class _Reaper:
         self._wake_at: float | None = None
         """When the sleeping reaper wakes up by itself (None: only when notified)."""
 
-    def watch(self, guard: _Guard) -> None:
+    def watch(self, guard: Guard) -> None:
         with self._cond:
             if self._closed:
                 raise RuntimeError("HTTP client is closed")
@@ -245,8 +250,7 @@ class _Reaper:
                 guard.fire(abort=True)
                 return
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="http-deadline-reaper",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
             heapq.heappush(self._heap, (guard.deadline, next(self._counter), guard))
             # Wake the reaper only if it would otherwise sleep past this deadline: with one
@@ -294,6 +298,62 @@ class _Reaper:
             thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
+
+
+class Deadlines:
+    """Hard wall-clock deadlines for the requests of `requests` sessions: the machinery of
+    `HttpClient`, for any session that mounts `adapter()` (the storage client's too).
+
+    Each request is sent inside `bounded(seconds)`: its connections register with the guard it
+    yields, and one reaper thread (started on first use, named `name`) shuts their sockets down
+    when the deadline passes, wherever the request is blocked. `abort_all()` does the same at
+    once to every request in flight and to every one started later (SIGTERM, or a run that
+    stops storing).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 name: str = "http-deadline-reaper") -> None:
+        self._clock = clock
+        self._reaper = _Reaper(clock, name)
+        self._aborted = False
+
+    @staticmethod
+    def adapter(**kwargs: Any) -> HTTPAdapter:
+        """An HTTPAdapter (same arguments) whose connections obey the deadlines; mount it for
+        http:// and https://."""
+        return _DeadlineAdapter(**kwargs)
+
+    @staticmethod
+    def current() -> Guard | None:
+        """The guard of the request this thread is sending, if any."""
+        return _current_guard.get()
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    @contextlib.contextmanager
+    def bounded(self, seconds: float, *, finish: bool = True) -> Iterator[Guard]:
+        """Send requests inside this block with a deadline `seconds` from now. The guard is
+        finished on leaving (`finish=False`: the caller finishes it, e.g. once a streamed
+        body is read; until then the deadline still holds for the connection)."""
+        guard = Guard(self._clock() + seconds)
+        self._reaper.watch(guard)
+        token = _current_guard.set(guard)
+        try:
+            yield guard
+        finally:
+            if finish:
+                guard.finish()
+            _current_guard.reset(token)
+
+    def abort_all(self) -> None:
+        """Cut every request in flight now, and every one started from now on."""
+        self._aborted = True
+        self._reaper.abort_all()
+
+    def close(self) -> None:
+        self._reaper.close()
 
 
 _CONNECT_ERRNOS = {
@@ -379,17 +439,17 @@ class HttpClient:
         session.headers.update({"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"})
         # One host; keep up to pool_size idle connections; never wait for a free one (how many
         # requests are in flight is the pager's decision, and a wait would eat the deadline).
-        adapter = _DeadlineAdapter(max_retries=0, pool_connections=1, pool_maxsize=pool_size,
-                                   pool_block=False)
+        self._deadlines = Deadlines(clock)
+        adapter = self._deadlines.adapter(max_retries=0, pool_connections=1,
+                                          pool_maxsize=pool_size, pool_block=False)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self._session = session
-        self._reaper = _Reaper(clock)
         self._closed = False
         self._aborted = False
         # A client nobody closes (the original interface has no close()) must not leave its
         # reaper thread and pooled sockets behind: they go when the client is collected.
-        weakref.finalize(self, _release, self._reaper, session)
+        weakref.finalize(self, _release, self._deadlines, session)
 
     @property
     def aborted(self) -> bool:
@@ -408,29 +468,25 @@ class HttpClient:
         """
         if self._aborted:
             raise RequestInterrupted("request not sent: the job is stopping")
-        guard = _Guard(self._clock() + self.timeout)
-        self._reaper.watch(guard)
-        token = _current_guard.set(guard)
         response: requests.Response | None = None
-        try:
-            response = self._session.post(url, data=data, headers=headers,
-                                          timeout=self._timeouts, stream=True,
-                                          allow_redirects=False)
-            body = self._read_body(response, guard)
-            return HttpResponse(status=response.status_code, headers=response.headers, body=body)
-        except FetchError as exc:
-            _discard(response)
-            if guard.aborted and not isinstance(exc, RequestInterrupted):
-                raise self._interrupted() from exc
-            raise
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            _discard(response)
-            raise self._map_error(exc, guard, url) from exc
-        finally:
-            guard.finish()
-            _current_guard.reset(token)
+        with self._deadlines.bounded(self.timeout) as guard:
+            try:
+                response = self._session.post(url, data=data, headers=headers,
+                                              timeout=self._timeouts, stream=True,
+                                              allow_redirects=False)
+                body = self._read_body(response, guard)
+                return HttpResponse(status=response.status_code, headers=response.headers,
+                                    body=body)
+            except FetchError as exc:
+                _discard(response)
+                if guard.aborted and not isinstance(exc, RequestInterrupted):
+                    raise self._interrupted() from exc
+                raise
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                _discard(response)
+                raise self._map_error(exc, guard, url) from exc
 
-    def _read_body(self, response: requests.Response, guard: _Guard) -> bytes:
+    def _read_body(self, response: requests.Response, guard: Guard) -> bytes:
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_content(_CHUNK):
@@ -455,7 +511,7 @@ class HttpClient:
     def _interrupted() -> RequestInterrupted:
         return RequestInterrupted("request interrupted: the job is stopping")
 
-    def _map_error(self, exc: Exception, guard: _Guard, url: str) -> FetchError:
+    def _map_error(self, exc: Exception, guard: Guard, url: str) -> FetchError:
         """The one place a requests/urllib3 failure becomes an `app.errors` class."""
         if guard.aborted:
             return self._interrupted()
@@ -480,13 +536,13 @@ class HttpClient:
         """Shut down every request in flight now and refuse new ones (used on SIGTERM): each
         of them raises RequestInterrupted."""
         self._aborted = True
-        self._reaper.abort_all()
+        self._deadlines.abort_all()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._reaper.close()
+        self._deadlines.close()
         self._session.close()
 
     def __enter__(self) -> HttpClient:

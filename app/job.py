@@ -50,7 +50,7 @@ from app.outcome import (
 from app.output import put_json, read_json
 from app.pager import RunState, UnitOutcome
 from app.progress import Progress
-from app.sinks import ObjectInfo, Sink, is_compose_scratch
+from app.sinks import ObjectInfo, Sink, StorageRetry, is_compose_scratch
 from app.store import (
     DayChange,
     DayStore,
@@ -59,6 +59,7 @@ from app.store import (
     Snapshot,
     SnapshotMeta,
     iso_utc,
+    recorded_change,
     stored_days,
 )
 from app.summary import UnitReport
@@ -142,6 +143,8 @@ class Job:
         self._progress = Progress(clock=clock)
         self._watchdog: Watchdog | None = None
         self._fetch_sleep: Callable[[float], object] = self._sleep
+        self._earlier_task: dict[str, Any] | None = None
+        sink.health.watch(on_retry=self._storage_retry, on_failure=self._storage_failed)
 
     # ------------------------------------------------------------------ control
 
@@ -151,6 +154,18 @@ class Job:
         self.state.request_stop(StopReason.INTERRUPTED)
         for client in list(self._clients):
             client.abort_all()
+
+    def _storage_failed(self, error: StorageError) -> None:
+        """An operation used up its retries (the sink has cut its own requests already):
+        nothing more is fetched or stored; the summary is tried once (`_end`)."""
+        self.log.error("storage_failed", error_class=error.error_class, error=str(error))
+        self.state.request_stop(StopReason.FATAL)
+        for client in list(self._clients):
+            client.abort_all()
+
+    def _storage_retry(self, retry: StorageRetry) -> None:
+        self.log.warning("storage_retry", error_class="storage", operation=retry.operation,
+                         object=retry.object, error=retry.error)
 
     # ------------------------------------------------------------------ the run
 
@@ -164,15 +179,20 @@ class Job:
                       output=self.sink.root, run_id=self.run_id,
                       currency=self.currency or None)
 
-        existing = read_json(self.sink, self.layout.summary)
-        if existing is not None and existing.get("status") == Status.SUCCEEDED:
-            self.log.info("range_already_complete", object=self.layout.summary)
-            return JobResult(EXIT_OK, Status.SUCCEEDED, existing)
-
         todo: dict[str, list[Unit]] = {}
-        for unit in mine:
-            if not self._reuse(unit):
-                todo.setdefault(unit.account.name, []).append(unit)
+        try:
+            existing = read_json(self.sink, self.layout.summary)
+            if existing is not None and existing.get("status") == Status.SUCCEEDED:
+                self.log.info("range_already_complete", object=self.layout.summary)
+                return JobResult(EXIT_OK, Status.SUCCEEDED, existing)
+            for unit in mine:
+                if not self._reuse(unit):
+                    todo.setdefault(unit.account.name, []).append(unit)
+        except StorageError as exc:
+            if self.sink.health.failure is None:
+                raise
+            self._fatal = exc
+            return self._end()
         for name, units in todo.items():
             self._progress.plan(name, len(units))
 
@@ -192,7 +212,7 @@ class Job:
             for client in self._clients:
                 client.close()
             shutil.rmtree(scratch, ignore_errors=True)
-        return self._finish()
+        return self._end()
 
     def _fetch_all(self, todo: dict[str, list[Unit]], scratch: Path) -> None:
         accounts = {a.name: a for a in self.settings.accounts}
@@ -225,6 +245,8 @@ class Job:
             info = self._serve(unit, snapshot, attempt=attempt)
             if info is None:
                 continue  # replaced meanwhile: look again
+            if self._earlier_attempts_report(unit, snapshot, info):
+                return True
             self.log.info("snapshot_reused", account=name, date=unit.date,
                           records=snapshot.meta.records,
                           fetched_at=iso_utc(snapshot.meta.fetched_at),
@@ -235,6 +257,32 @@ class Job:
                                         fetched_at=iso_utc(snapshot.meta.fetched_at)))
             return True
         return False
+
+    def _earlier_attempts_report(self, unit: Unit, snapshot: Snapshot, info: ObjectInfo) -> bool:
+        """A snapshot an earlier attempt of this execution wrote is this execution's fetch, not
+        a reused day: report it as fetched, with the changes the snapshot records (logged as
+        `day_changed` unless that attempt's task summary already reported them)."""
+        name = unit.account.name
+        change = recorded_change(snapshot, name, unit.date, self.settings.task.execution)
+        if change is None or snapshot.meta is None:
+            return False
+        meta = snapshot.meta
+        self.log.info("snapshot_from_earlier_attempt", account=name, date=unit.date,
+                      records=meta.records, fetched_at=iso_utc(meta.fetched_at))
+        if self._earlier_task is None:
+            self._earlier_task = read_json(self.sink, self.layout.task_summary(
+                self.settings.task.index)) or {}
+        reported = [u.get("change") for u in self._earlier_task.get("unit_reports", [])
+                    if (u.get("account"), u.get("date")) == (name, unit.date)]
+        if change.changed and change.as_dict() not in reported:
+            self.log.info("day_changed", account=name, date=unit.date, added=change.added,
+                          removed=change.removed, transitions=dict(change.transitions),
+                          changed=sum(change.transitions.values()))
+        self._add_report(UnitReport(name, unit.date, UnitState.FETCHED, records=meta.records,
+                                    object=info.name, size=info.size, crc32c=info.crc32c,
+                                    fetched_at=iso_utc(meta.fetched_at),
+                                    change=change.as_dict()))
+        return True
 
     def _serve(self, unit: Unit, snapshot: Snapshot, *, attempt: int) -> ObjectInfo | None:
         """This run's own copy of a snapshot it serves (reused or kept)."""
@@ -344,7 +392,7 @@ class Job:
         stored, change = replacement.current, replacement.change
         log.info("snapshot_replaced", date=unit.date, object=stored.info.uri, bytes=stored.info.size,
                  records=report.records, complete=stored.complete)
-        report.change = change.as_dict()
+        report.change = (replacement.total or change).as_dict()
         if change.changed:
             log.info("day_changed", date=unit.date, added=change.added, removed=change.removed,
                      transitions=dict(change.transitions), changed=sum(change.transitions.values()))
@@ -450,6 +498,49 @@ class Job:
         reason = self.state.stop_reason
         return StopReason(reason) if reason is not None else None
 
+    def _end(self) -> JobResult:
+        """`_finish`, unless storage has failed for the run (before or during it): then the
+        summary is tried once (`_finish_without_storage`)."""
+        if self.sink.health.failure is None:
+            try:
+                return self._finish()
+            except StorageError:
+                if self.sink.health.failure is None:
+                    raise
+        return self._finish_without_storage()
+
+    def _finish_without_storage(self) -> JobResult:
+        """Storage failed: the run fails; its summary (the run's for a lone task, else the
+        task's) is tried once, through a fresh client with a short deadline."""
+        settings = self.settings
+        self._fatal = self._fatal or self.sink.health.failure
+        outcome = decide((r.state for r in self.reports), self._stop_reason(), self._fatal,
+                         fail_on_skipped=settings.fail_on_skipped_pages)
+        task = self._task_summary(outcome.status)
+        summary: dict[str, Any] = task
+        name = self.layout.task_summary(settings.task.index)
+        replace_if: Callable[[dict[str, Any]], bool] = lambda _old: True  # noqa: E731
+        if settings.task.count == 1:
+            summary = summary_mod.run_summary(
+                outcome, [task], None, settings=settings, currency=self.currency,
+                duration=self.clock() - self._started,
+                resources=self.monitor.snapshot() if settings.resource_monitor_enabled else {})
+            name = self.layout.summary
+            replace_if = lambda old: old.get("status") != Status.SUCCEEDED  # noqa: E731
+        try:
+            final = self.sink.last_try()
+            try:
+                info = put_json(final, name, summary, replace_if=replace_if)
+            finally:
+                final.close()
+            self.log.info("summary_written", object=info.uri, status=outcome.status.value)
+        except StorageError as exc:
+            self.log.error("summary_not_written", error_class=exc.error_class, error=str(exc))
+        self.log.info("run_finished", status=outcome.status.value, records=task["records"],
+                      pages=task["pages"], skipped=len(task["skipped_pages"]),
+                      duration_seconds=task["duration_seconds"], exit_code=outcome.exit_code)
+        return JobResult(outcome.exit_code, outcome.status.value, summary)
+
     def _finish(self) -> JobResult:
         settings = self.settings
         outcome = decide((r.state for r in self.reports), self._stop_reason(), self._fatal,
@@ -477,8 +568,12 @@ class Job:
         return JobResult(outcome.exit_code, outcome.status.value, result_summary)
 
     def _task_summary(self, status: Status) -> dict[str, Any]:
+        state = self.state.as_dict()
+        storage_retries = self.sink.health.retries  # the sink's, start-up probe included
+        if storage_retries:
+            state["retries"] = dict(sorted({**state["retries"], "storage": storage_retries}.items()))
         return summary_mod.task_summary(
-            self.reports, self.state.as_dict(), status=status, task=self.settings.task,
+            self.reports, state, status=status, task=self.settings.task,
             run_id=self.run_id, stop_reason=self.state.stop_reason,
             duration=self.clock() - self._started, error=self._fatal)
 
@@ -571,6 +666,11 @@ class Job:
     def _write_run_summary(self, outcome: Outcome, tasks: list[dict[str, Any]],
                            result: ObjectInfo | None) -> dict[str, Any]:
         resources = self.monitor.snapshot() if self.settings.resource_monitor_enabled else {}
+        # This task's storage retries since its task summary (reading, composing) count too.
+        storage = self.sink.health.retries
+        tasks = [{**task, "retries": {**(task.get("retries") or {}), "storage": storage}}
+                 if storage and task.get("task_index") == self.settings.task.index else task
+                 for task in tasks]
         run_summary = summary_mod.run_summary(
             outcome, tasks, result, settings=self.settings, currency=self.currency,
             duration=self.clock() - self._started, resources=resources)

@@ -75,6 +75,12 @@ CATALOG: dict[str, tuple[str, str]] = {
         " job a service account, or locally set GOOGLE_APPLICATION_CREDENTIALS (or run"
         " gcloud auth application-default login)",
     ),
+    "storage_config_invalid": (
+        "❌ 配置错误：GCS_BUCKET={bucket} 不可用（存储桶不存在，或存储拒绝访问，状态 {status}），"
+        "重试无济于事：{error}",
+        "❌ Invalid setting: GCS_BUCKET={bucket} cannot be used (the bucket does not exist, or"
+        " storage refuses access, status {status}); a retry will not help: {error}",
+    ),
     "auth_ok": (
         "🔑 账户 {account} 认证成功",
         "🔑 Account {account} authenticated",
@@ -267,6 +273,19 @@ CATALOG: dict[str, tuple[str, str]] = {
     "stall_detected": (
         "🐢 已经{seconds}秒没有完成任何页面，输出资源状态和所有线程的堆栈",
         "🐢 No page completed for {seconds}s; dumping resources and every thread's stack",
+    ),
+    "storage_failed": (
+        "💥 存储不可用，不再抓取也不再写入，只再尝试一次写入摘要：{error}",
+        "💥 Storage failed: nothing more is fetched or stored, the summary is tried once: {error}",
+    ),
+    "summary_not_written": (
+        "❌ 运行摘要未能写入存储：{error}",
+        "❌ The run summary could not be stored: {error}",
+    ),
+    "snapshot_from_earlier_attempt": (
+        "⏩ {account} {date} 的快照由本次执行的先前尝试写入（{records}条记录），计入其变更",
+        "⏩ {account} {date}: its snapshot was written by an earlier attempt of this execution"
+        " ({records} records); its changes count in this summary",
     ),
     "storage_retry": (
         "💾 存储操作 {operation} 失败，正在重试：{error}",

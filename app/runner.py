@@ -14,7 +14,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from app.config import CloudRunTask, InvalidSetting, Settings
-from app.errors import ConfigError, JobError, StorageCredentialsError
+from app.errors import (
+    ConfigError,
+    JobError,
+    StorageConfigError,
+    StorageCredentialsError,
+    StorageError,
+)
 from app.messages import language_code
 from app.outcome import EXIT_INTERRUPTED, EXIT_RETRY, StopReason, decide
 from app.store import RunLayout
@@ -60,13 +66,38 @@ def open_sink(settings: Settings) -> Sink:
     """The job's sink, opened and probed with one cheap listing, before anything is fetched.
 
     The listing (of this execution's own run folder, empty for a new execution) makes the GCS
-    client find its credentials and reach the bucket now, not after a day of fetching.
+    client find its credentials and reach the bucket now, not after a day of fetching. A bucket
+    that does not exist (404) or storage that refuses the job (401/403) is configuration:
+    StorageConfigError (exit 2).
     """
-    from app.sinks import make_sink
+    from app.logs import get_logger
+    from app.sinks import StorageRetry, make_sink
 
     sink = make_sink(bucket=settings.gcs_bucket, prefix=settings.gcs_prefix,
-                     output_dir=settings.output_dir, endpoint=settings.storage_emulator_host)
-    sink.list(RunLayout(settings.range_name, settings.task.execution).prefix)
+                     output_dir=settings.output_dir, endpoint=settings.storage_emulator_host,
+                     request_timeout=settings.storage_timeout)
+    probing = threading.Event()
+    probing.set()
+
+    def log_retry(retry: StorageRetry) -> None:  # the job logs those that come later
+        if probing.is_set():
+            get_logger().warning("storage_retry", error_class="storage",
+                                 operation=retry.operation, object=retry.object, error=retry.error)
+
+    sink.health.watch(on_retry=log_retry)
+    try:
+        sink.list(RunLayout(settings.range_name, settings.task.execution).prefix)
+    except StorageError as exc:
+        sink.close()
+        if exc.status == 404:
+            raise StorageConfigError(f"the bucket {settings.gcs_bucket} does not exist ({exc})",
+                                     status=exc.status) from exc
+        if exc.status in (401, 403):
+            raise StorageConfigError(f"storage refuses access to the bucket {settings.gcs_bucket}"
+                                     f" ({exc})", status=exc.status) from exc
+        raise
+    finally:
+        probing.clear()
     return sink
 
 
@@ -99,6 +130,10 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     log = get_logger()
     try:
         sink = open_sink(settings)
+    except StorageConfigError as exc:
+        log.error("storage_config_invalid", error_class=exc.error_class, variable="GCS_BUCKET",
+                  bucket=settings.gcs_bucket, status=exc.status, error=str(exc))
+        return _exit_code(exc)
     except StorageCredentialsError as exc:
         log.error("storage_credentials_missing", error_class=exc.error_class,
                   variable="GCS_BUCKET", bucket=settings.gcs_bucket, error=str(exc))

@@ -21,6 +21,10 @@ Rules (see the contract, "Output layout"):
   complete fetch that lacks records of the complete snapshot it would replace.
 - Each replacement is compared with the snapshot it replaces (`DayChange`): the old snapshot
   is streamed against the new day's id -> status map, so memory holds one day's map.
+- A snapshot records, in its metadata (CHANGES_KEY), every change its execution made to the
+  day so far, written in the same compose: a task retry that finds it (reused, or replaced
+  again) still reports what the earlier attempt changed, even when that attempt never heard
+  its replace succeed.
 
 Each execution serves its result from its own copies under `parts/` (fetched days, and copies
 of the snapshots it reused or kept), so a concurrent execution replacing a day never changes
@@ -30,6 +34,7 @@ what this one delivers.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -48,6 +53,9 @@ DAYS_PREFIX = "days/"
 RUNS_PREFIX = "runs/"
 REPLACE_ATTEMPTS = 5
 """A replace that loses a generation race looks again; this many times at most."""
+CHANGES_KEY = "execution_changes"
+"""Snapshot metadata: the changes the snapshot's execution made to the day, all its attempts
+so far (JSON: added, removed, transitions)."""
 
 
 def day_object(account: str, date: str) -> str:
@@ -223,6 +231,33 @@ class DayChange:
         return {"account": self.account, "date": self.date, "added": self.added,
                 "removed": self.removed, "transitions": dict(sorted(self.transitions.items()))}
 
+    def plus(self, other: DayChange | None) -> DayChange:
+        """Both changes, one after the other (counts and transitions add up)."""
+        if other is None:
+            return self
+        return DayChange(self.account, self.date, self.added + other.added,
+                         self.removed + other.removed, self.transitions + other.transitions)
+
+    def to_metadata(self) -> str:
+        return json.dumps({"added": self.added, "removed": self.removed,
+                           "transitions": dict(sorted(self.transitions.items()))},
+                          ensure_ascii=False, separators=(",", ":"))
+
+
+def recorded_change(snapshot: Snapshot | None, account: str, date: str,
+                    execution: str) -> DayChange | None:
+    """What `execution` changed in the day so far, as recorded in the snapshot it wrote; None
+    when another execution wrote it, or it records nothing readable."""
+    if snapshot is None or snapshot.meta is None or snapshot.meta.execution != execution:
+        return None
+    try:
+        raw = json.loads(snapshot.info.metadata[CHANGES_KEY])
+        return DayChange(account, date, int(raw["added"]), int(raw["removed"]),
+                         collections.Counter({str(k): int(v)
+                                              for k, v in raw["transitions"].items()}))
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
+
 
 def compare(account: str, date: str, old: Sink | None, old_name: str | None,
             new_statuses: Mapping[IdKey, str]) -> DayChange:
@@ -276,6 +311,9 @@ class Replacement:
     replaced: bool
     current: Snapshot | None
     change: DayChange | None = None
+    total: DayChange | None = None
+    """With `change`: every change this execution made to the day, earlier attempts included
+    (what the summary counts; `change` alone is what this replace did)."""
 
 
 class DayStore:
@@ -325,13 +363,15 @@ class DayStore:
                 change = compare(account, date, None, None, statuses)
             if not accept(current, change):
                 return Replacement(False, current, change)
+            total = change.plus(recorded_change(current, account, date, meta.execution))
             try:
                 info = self.sink.compose(
-                    name, [source.name], metadata=meta.to_metadata(),
+                    name, [source.name],
+                    metadata={**meta.to_metadata(), CHANGES_KEY: total.to_metadata()},
                     if_generation_match=current.info.generation if current else 0)
             except AlreadyExists:
                 continue
-            return Replacement(True, Snapshot(info, meta), change)
+            return Replacement(True, Snapshot(info, meta), change, total)
         raise StorageError(f"{name}: replaced concurrently {REPLACE_ATTEMPTS} times in a row")
 
     def copy_for_run(self, snapshot: Snapshot, target: str) -> ObjectInfo | None:
@@ -340,5 +380,6 @@ class DayStore:
         info = self.sink.compose(target, [snapshot.info.name], if_generation_match=0)
         if info.crc32c == snapshot.info.crc32c and info.size == snapshot.info.size:
             return info
-        self.sink.delete(target)
+        with contextlib.suppress(StorageError):  # scratch: swept with the rest if it stays
+            self.sink.delete(target)
         return None

@@ -620,6 +620,10 @@ REQUIRED_EVENTS: dict[str, set[str]] = {
     "heartbeat": set(),
     "stall_detected": {"seconds"},
     "storage_retry": {"operation", "error"},
+    "storage_failed": {"error"},
+    "storage_config_invalid": {"bucket", "status", "error"},
+    "summary_not_written": {"error"},
+    "snapshot_from_earlier_attempt": {"account", "date", "records"},
 }  # fmt: skip
 DERIVED = {
     "error_label": "error_class",

@@ -210,26 +210,32 @@ def test_storage_faults_lose_and_duplicate_nothing(sim: Simulator, gcs_emulator:
 
 
 @pytest.mark.timeout(120)
-def test_a_permanent_storage_failure_exits_1_with_a_clear_message(sim: Simulator,
+def test_a_permanent_storage_failure_exits_2_with_a_clear_message(sim: Simulator,
                                                                   gcs_emulator: GcsEmulator) -> None:
-    """Storage answering 403 to everything: exit 1 and one ERROR entry that says storage failed."""
+    """Storage answering 403 to everything is configuration (issue 18, the contract's exit 2):
+    exit 2 and one ERROR entry naming GCS_BUCKET."""
     with FaultProxy(gcs_emulator.host, [Rule("403", on="any")]) as proxy:
         run = run_job(_env(sim, gcs_emulator, STORAGE_EMULATOR_HOST=proxy.url))
-    assert run.code == 1
+    assert run.code == 2
     errors = [e for e in run.events() if e["severity"] == "ERROR"]
-    assert errors and errors[-1]["error_class"] == "storage"
+    assert len(errors) == 1 and errors[0]["error_class"] == "config"
+    assert errors[0]["variable"] == "GCS_BUCKET"
 
 
 @pytest.mark.timeout(120)
 def test_uploads_failing_mid_run_stop_the_account_after_at_most_one_more_day(
         sim: Simulator, gcs_emulator: GcsEmulator) -> None:
     """Storage lists and reads fine but refuses every upload: the first day's part fails, the
-    account starts no new day (the day already overlapping may finish), exit 1."""
+    account starts no new day (the day already overlapping may finish), exit 1. Storage has
+    failed for the run (a `storage_failed` ERROR entry); the summary, tried once after it,
+    is refused too."""
     with FaultProxy(gcs_emulator.host, [Rule("403", on="upload")]) as proxy:
         run = run_job(_env(sim, gcs_emulator, STORAGE_EMULATOR_HOST=proxy.url))
     assert run.code == 1
     errors = [e for e in run.events() if e["severity"] == "ERROR"]
-    assert errors and errors[-1]["error_class"] == "storage"
+    assert [e["error_class"] for e in errors if e["event"] == "storage_failed"] == ["storage"]
+    assert errors[-1]["event"] == "run_summary" and errors[-1]["exit_code"] == 1
+    assert run.named("summary_not_written")
     fetched = {e.start_date for e in sim.ledger.snapshot() if e.endpoint == "range"}
     assert 1 <= len(fetched) <= 3, sorted(fetched)
 

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from app.config import load_settings
 from app.errors import AlreadyExists, StorageError
@@ -37,7 +36,8 @@ from app.sinks import (
     crc32c_file,
     make_sink,
 )
-from app.sinks.gcs import _release_error_body, new_storage_client
+from app.sinks.gcs import new_storage_client
+from app.sinks.transport import DeadlineSession, release_error_body
 from tests.support.faultproxy import FaultProxy, Rule, categorize
 from tests.support.gcs_fixtures import GcsEmulator, make_test_gcs_sink
 
@@ -863,14 +863,15 @@ def test_gcs_silent_server_cannot_hang_a_call() -> None:
 # --- the storage client: the one place the sink adjusts its library -----------------------------
 
 
-def test_storage_client_still_takes_our_error_body_hook(gcs_emulator: GcsEmulator) -> None:
-    """The library keeps its requests session at the private `client._http`, and our hook is on
-    it. This fails when an upgrade moves it: then look for a public way again (gcs.py)."""
+def test_storage_client_sends_through_our_deadline_session(gcs_emulator: GcsEmulator) -> None:
+    """The client is built with our session (its constructor's `_http`), which carries the
+    error-body hook and the storage deadlines. The client keeps the session it was given at
+    `client._http`; this fails if an upgrade stops using it: then look again (gcs.py)."""
     client = new_storage_client(gcs_emulator.host)
     try:
         session = client._http
-        assert isinstance(session, requests.Session)
-        assert _release_error_body in session.hooks["response"]
+        assert isinstance(session, DeadlineSession)
+        assert release_error_body in session.hooks["response"]
     finally:
         client.close()
 

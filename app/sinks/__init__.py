@@ -33,11 +33,13 @@ from app.sinks.base import (
     UPLOAD_CHUNK_SIZE,
     ObjectInfo,
     Sink,
+    StorageHealth,
+    StorageRetry,
     crc32c_bytes,
     crc32c_file,
     is_compose_scratch,
 )
-from app.sinks.gcs import GCSSink
+from app.sinks.gcs import GCSSink, retry_budget
 from app.sinks.local import LocalSink
 
 __all__ = [
@@ -51,6 +53,8 @@ __all__ = [
     "LocalSink",
     "ObjectInfo",
     "Sink",
+    "StorageHealth",
+    "StorageRetry",
     "crc32c_bytes",
     "crc32c_file",
     "is_compose_scratch",
@@ -65,12 +69,14 @@ def make_sink(
     output_dir: Path,
     endpoint: str | None = None,
     request_timeout: float = 60.0,
-    retry_deadline: float = 120.0,
+    retry_deadline: float | None = None,
 ) -> Sink:
     """The job's sink: GCS when `bucket` is set, else the folder `output_dir`.
 
     `endpoint` is `Settings.storage_emulator_host` (STORAGE_EMULATOR_HOST, read by config): a
     GCS emulator reached with anonymous credentials. None: real GCS, default credentials.
+    `request_timeout` is STORAGE_TIMEOUT; an operation is retried for `retry_deadline` seconds
+    (default: `retry_budget(request_timeout)`).
     """
     if bucket:
         return GCSSink(
@@ -78,6 +84,6 @@ def make_sink(
             prefix,
             endpoint=endpoint,
             request_timeout=request_timeout,
-            retry_deadline=retry_deadline,
+            retry_deadline=retry_budget(request_timeout) if retry_deadline is None else retry_deadline,
         )
     return LocalSink(output_dir)

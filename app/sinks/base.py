@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import base64
 import builtins
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import google_crc32c
 
-from app.errors import truncate
+from app.errors import StorageError, truncate
 from app.redaction import redact_text
 
 COMPOSE_MAX_SOURCES = 32
@@ -73,11 +74,79 @@ class ObjectInfo:
     exactly the caller's keys (the sink's own COMPOSED_FROM marker is left out)."""
 
 
+@dataclass(frozen=True)
+class StorageRetry:
+    """One storage request that failed and is tried again by the client's retry policy."""
+
+    operation: str
+    """"upload", "compose", "stat", "download", "list", "delete" or "read"."""
+    object: str
+    """The URI of the object (or listing prefix) concerned."""
+    error: str
+    """What failed, short and secret-free."""
+
+
+class StorageHealth:
+    """How storage is doing in this process, shared by a sink and whoever uses it (thread-safe).
+
+    `retries` counts the storage requests retried so far; `failure` is the error that ended
+    storage for the run: an operation that used up its retries, or that storage refused. A
+    sink refuses every operation once it has failed (see the contract, "Storage that fails
+    mid-run"). Listeners hear of each retry, and of the failure once, in the thread where it
+    happened.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.retries = 0
+        self.failure: StorageError | None = None
+        self._on_retry: list[Callable[[StorageRetry], object]] = []
+        self._on_failure: list[Callable[[StorageError], object]] = []
+
+    def watch(self, *, on_retry: Callable[[StorageRetry], object] | None = None,
+              on_failure: Callable[[StorageError], object] | None = None) -> None:
+        with self._lock:
+            if on_retry is not None:
+                self._on_retry.append(on_retry)
+            if on_failure is not None:
+                self._on_failure.append(on_failure)
+
+    def retried(self, retry: StorageRetry) -> None:
+        with self._lock:
+            self.retries += 1
+            listeners = list(self._on_retry)
+        for listener in listeners:
+            listener(retry)
+
+    def fail(self, error: StorageError) -> bool:
+        """Storage failed for good; True the first time (listeners are told then)."""
+        with self._lock:
+            if self.failure is not None:
+                return False
+            self.failure = error
+            listeners = list(self._on_failure)
+        for listener in listeners:
+            listener(error)
+        return True
+
+
 class Sink(Protocol):
     """Where parts, the result, the summary and task-status objects are stored."""
 
     root: str
     """"gs://bucket/prefix" or the local root path."""
+
+    health: StorageHealth
+    """Retries so far, and whether storage has failed for the run (see StorageHealth)."""
+
+    def last_try(self) -> Sink:
+        """A sink on the same storage for the one write left once storage has failed (the
+        summary): each operation tried once, with a short deadline, and none after one fails."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (a local sink holds none)."""
+        ...
 
     def put_file(
         self,

@@ -3,10 +3,20 @@
 - Uploads and composes are atomic by nature. `if_generation_match=0` is create-only, an int g
   replaces only generation g, None is unconditional; a failed precondition (412) raises
   `AlreadyExists` unless the object there is the one we meant to write (below).
-- Transient faults (429, 5xx, resets, timeouts) are retried by the client library's policy
-  with a deadline; writes only when a generation precondition makes them idempotent. Every
-  request carries a timeout. What still fails raises `StorageError` with a short message that
-  holds no credentials or upload session ids.
+- Every request has a hard wall-clock deadline, `request_timeout` (STORAGE_TIMEOUT): the
+  client sends through `transport.DeadlineSession`, which bounds the whole request (connect,
+  token, send, answer), not each socket read. A request cut at its deadline is retried like
+  any transient fault.
+- Transient faults (429, 408, 5xx, resets, timeouts) are retried with the library's retry
+  objects for `retry_deadline` seconds (`retry_budget`: twice STORAGE_TIMEOUT, at most 120 s);
+  writes only when a generation precondition makes them idempotent. Each retry is reported to
+  `health` (the job counts it and logs it). What still fails raises `StorageError` with a
+  short message that holds no credentials or upload session ids, and the HTTP status if any.
+- Fail fast: once an operation has used up its retries, found nobody answering, or was
+  refused (401/403), storage has failed for the run (`health.fail`): requests in flight are cut,
+  retries stop, and every later operation raises at once without a request. `last_try()` is a
+  fresh sink for the summary: each operation tried once, within LAST_TRY_TIMEOUT. Deletes
+  (cleanup) get DELETE_BUDGET and never make storage fail.
 - A retried create-only write whose first try landed but whose answer got lost meets 412 on
   its retry, and counts as done when the object there is ours: for an upload, it holds our
   exact bytes (crc32c and size); for a compose, it carries our marker, metadata COMPOSED_FROM:
@@ -23,17 +33,19 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import os
 import posixpath
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from app.errors import AlreadyExists, StorageCredentialsError, StorageError
+from app.http import Deadlines
 from app.sinks.base import (
     COMPOSE_MAX_SOURCES,
     COMPOSE_SCRATCH,
@@ -41,6 +53,8 @@ from app.sinks.base import (
     READ_CHUNK_SIZE,
     UPLOAD_CHUNK_SIZE,
     ObjectInfo,
+    StorageHealth,
+    StorageRetry,
     check_metadata,
     check_name,
     check_prefix,
@@ -59,61 +73,121 @@ def composition_marker(pieces: Sequence[ObjectInfo]) -> str:
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()
 
 
-def _release_error_body(response: Any, *args: Any, **kwargs: Any) -> None:
-    """requests response hook: consume an error answer so its connection is released."""
-    if response.status_code >= 400:
-        with contextlib.suppress(Exception):
-            response.content  # noqa: B018 - reading it is the point
+MAX_RETRY_BUDGET = 120.0
+"""Seconds one storage operation is retried at most (google-cloud-storage's default)."""
+LAST_TRY_TIMEOUT = 30.0
+"""Once storage has failed, the summary's requests are tried once, each within this (or
+STORAGE_TIMEOUT if smaller)."""
+DELETE_BUDGET = 10.0
+"""Seconds a delete (cleanup, best effort) is tried and retried, at most."""
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+ENDS_STORAGE = TRANSIENT_STATUSES | {401, 403}
+"""An operation that failed with one of these (after its retries), or with no answer at all,
+means storage has failed for the run; any other answer (404, 412, 400, ...) is about the
+object or the request, and the caller decides."""
 
 
-def new_storage_client(endpoint: str | None) -> Any:
-    """A google-cloud-storage client, adjusted where the library offers no other way.
+def retry_budget(timeout: float) -> float:
+    """How long one storage operation is retried: twice STORAGE_TIMEOUT (a request cut at its
+    deadline gets another try), at most MAX_RETRY_BUDGET."""
+    return min(MAX_RETRY_BUDGET, 2 * timeout)
 
-    The one place the package reaches past the library's public API, for two things:
 
-    1. Since 3.11 the client fetches bucket metadata in a background thread on first use of a
-       bucket, only to label OpenTelemetry spans we do not record: a request, a thread that
-       outlives close(), and a denied storage.buckets.get (an ERROR audit-log entry) for an
-       object-only service account. The library's only switch is the environment variable
-       BUCKET_METADATA_SWITCH, read on every call (a per-client flag is proposed upstream, not
-       released). It is set here, before the client exists, so every GCSSink has it whoever
-       builds it (job, tests, bench); written, never read: settings still come from config.
-    2. Downloads stream, and an error status is raised (and retried) with its body unread,
-       which pins the pooled connection and its socket until garbage collection. Nothing
-       public reaches the client's requests session (`_http=` is documented as private too, a
-       Retry `on_error` callback would need the library's private default predicate), so a
-       hook reading error bodies goes on the private `client._http.hooks`. If an upgrade moves
-       it the sink still works (those sockets wait for GC) and
-       tests/test_sinks.py::test_storage_client_still_takes_our_error_body_hook fails.
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed storage request may succeed if sent again: google-cloud-storage's own
+    rule (429, 408 and 5xx answers; connection errors, timeouts, broken answers, including a
+    request cut at its deadline), except a request cut because the run stopped storing."""
+    import http.client
+
+    import requests
+    import urllib3
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+    from google.cloud.storage.exceptions import InvalidResponse
+
+    from app.sinks.transport import StorageRequestAborted
+
+    if isinstance(exc, StorageRequestAborted):
+        return False
+    if isinstance(exc, auth_exceptions.TransportError):
+        cause = exc.args[0] if exc.args else None
+        return isinstance(cause, BaseException) and is_transient(cause)
+    if isinstance(exc, api_exceptions.GoogleAPICallError):
+        return exc.code in TRANSIENT_STATUSES
+    if isinstance(exc, InvalidResponse):
+        return getattr(exc.response, "status_code", None) in TRANSIENT_STATUSES
+    return isinstance(exc, ConnectionError | requests.ConnectionError
+                      | requests.exceptions.ChunkedEncodingError | requests.Timeout
+                      | http.client.BadStatusLine | http.client.IncompleteRead
+                      | http.client.ResponseNotReady | urllib3.exceptions.PoolError
+                      | urllib3.exceptions.ProtocolError | urllib3.exceptions.SSLError
+                      | urllib3.exceptions.TimeoutError)
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status of storage's answer behind `exc` (the last one, after retries)."""
+    from google.api_core import exceptions as api_exceptions
+    from google.cloud.storage.exceptions import InvalidResponse
+
+    if isinstance(exc, api_exceptions.RetryError):
+        return status_of(exc.cause) if exc.cause is not None else None
+    if isinstance(exc, api_exceptions.GoogleAPICallError):
+        return int(exc.code) if exc.code is not None else None
+    if isinstance(exc, InvalidResponse):
+        status = getattr(exc.response, "status_code", None)
+        return status if isinstance(status, int) else None
+    return None
+
+
+def new_storage_client(endpoint: str | None, *, timeout: float = 60.0,
+                       deadlines: Deadlines | None = None) -> Any:
+    """A google-cloud-storage client sending through a `transport.DeadlineSession` (each
+    request bounded by `timeout` seconds; `deadlines` lets the caller abort them).
+
+    The session goes in through the client's constructor (`_http`: documented as any object
+    with `requests.Session.request`'s interface, though named as private), the one way in;
+    nothing private of the client is read or changed afterwards. Since 3.11 the client also
+    fetches bucket metadata in a background thread on first use of a bucket, only to label
+    OpenTelemetry spans we do not record: a request, a thread that outlives close(), and a
+    denied storage.buckets.get (an ERROR audit-log entry) for an object-only service account.
+    The library's only switch is the environment variable BUCKET_METADATA_SWITCH, read on every
+    call; it is set here, before the client exists, so every GCSSink has it whoever builds it
+    (job, tests, bench); written, never read: settings still come from config.
 
     `endpoint` (an emulator, a test proxy) gets anonymous credentials and a made-up project;
     without it the client uses the default credentials (the Cloud Run service account).
     """
+    import google.auth
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
+    from app.sinks.transport import DeadlineSession
+
     os.environ[BUCKET_METADATA_SWITCH] = "true"
     if endpoint:
-        client = storage.Client(
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        return storage.Client(
             project="local-emulator",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=anonymous,
             client_options={"api_endpoint": endpoint},
+            _http=DeadlineSession(anonymous, timeout=timeout, deadlines=deadlines),
         )
-    else:
-        client = storage.Client()
-    with contextlib.suppress(AttributeError, KeyError, TypeError):
-        client._http.hooks["response"].append(_release_error_body)
-    return client
+    credentials, project = google.auth.default(scopes=storage.Client.SCOPE)
+    # Without a project the client looks for one itself (and fails as it always did).
+    found = {"project": project} if project else {}
+    return storage.Client(credentials=credentials, **found,
+                          _http=DeadlineSession(credentials, timeout=timeout, deadlines=deadlines))
 
 
 class _MappedReader(io.RawIOBase):
     """Wraps the client's blob reader so its failures surface as StorageError."""
 
-    def __init__(self, inner: Any, uri: str, errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, inner: Any, errors: tuple[type[BaseException], ...],
+                 fail: Callable[[BaseException], StorageError]) -> None:
         super().__init__()
         self._inner = inner
-        self._uri = uri
         self._errors = errors
+        self._fail = fail
 
     def readable(self) -> bool:
         return True
@@ -123,7 +197,7 @@ class _MappedReader(io.RawIOBase):
         try:
             data = self._inner.read(len(view))
         except self._errors as exc:
-            raise StorageError(f"GCS read failed for {self._uri}: {describe(exc)}") from exc
+            raise self._fail(exc) from exc
         view[: len(data)] = data
         return len(data)
 
@@ -138,7 +212,9 @@ class GCSSink:
     """Objects under gs://bucket/prefix, through google-cloud-storage (see the module docstring).
 
     `endpoint` (e.g. STORAGE_EMULATOR_HOST from the settings, or a test proxy) points the client
-    at an emulator; without it the client uses the default credentials.
+    at an emulator; without it the client uses the default credentials. `request_timeout` is the
+    hard deadline of one request, `retry_deadline` how long an operation is retried;
+    `retries=False` tries each operation once.
     """
 
     def __init__(
@@ -151,11 +227,13 @@ class GCSSink:
         retry_deadline: float = 120.0,
         retry_initial_delay: float = 1.0,
         retry_max_delay: float = 30.0,
+        retries: bool = True,
     ) -> None:
         # Imported here on purpose: two seconds of imports a local run should not pay for.
         import http.client
 
         from google.api_core import exceptions as api_exceptions
+        from google.api_core.retry import Retry
         from google.auth import exceptions as auth_exceptions
         from google.cloud.storage import exceptions as storage_exceptions
         from google.cloud.storage import retry as storage_retry
@@ -165,6 +243,7 @@ class GCSSink:
         self._bucket_name = bucket
         self._prefix = check_prefix(prefix.strip("/"))
         self.root = f"gs://{bucket}/{self._prefix}" if self._prefix else f"gs://{bucket}"
+        self._endpoint = endpoint
         self._timeout = request_timeout
         self._not_found: type[BaseException] = api_exceptions.NotFound
         self._precondition_failed: type[BaseException] = api_exceptions.PreconditionFailed
@@ -177,17 +256,21 @@ class GCSSink:
             http.client.HTTPException,
             OSError,  # requests' and urllib3's connection errors derive from it
         )
-        policy = storage_retry.DEFAULT_RETRY.with_deadline(retry_deadline).with_delay(
-            initial=retry_initial_delay, maximum=max(retry_max_delay, retry_initial_delay)
-        )
-        self._retry = policy
-        """For reads and deletes: always safe to repeat."""
-        self._write_retry = storage_retry.ConditionalRetryPolicy(
-            policy, storage_retry.is_generation_specified, ["query_params"]
-        )
-        """For writes: repeated only when a generation precondition makes them idempotent."""
+        self._retries = retries
+        self._retry_deadline = retry_deadline
+        self._retry_delays = (retry_initial_delay, max(retry_max_delay, retry_initial_delay))
+        self._retry_class = Retry
+        self._conditional = functools.partial(storage_retry.ConditionalRetryPolicy,
+                                              conditional_predicate=storage_retry.is_generation_specified,
+                                              required_kwargs=["query_params"])
+        self.health = StorageHealth()
+        deadlines = Deadlines(name="storage-deadline-reaper")
+        self._deadlines = deadlines
+        # Storage failed for the run: cut what is in flight, refuse what comes (no self here,
+        # so the health object does not keep the sink alive).
+        self.health.watch(on_failure=lambda _error: deadlines.abort_all())
         try:
-            self._client = new_storage_client(endpoint)
+            self._client = new_storage_client(endpoint, timeout=request_timeout, deadlines=deadlines)
         except self._errors as exc:  # OSError covers "project could not be determined"
             raise StorageCredentialsError(f"cannot create the GCS client: {describe(exc)}") from exc
         self._bucket = self._client.bucket(bucket)
@@ -198,6 +281,42 @@ class GCSSink:
     def close(self) -> None:
         """Release the client's pooled connections."""
         self._client.close()
+        self._deadlines.close()
+
+    def last_try(self) -> GCSSink:
+        """A fresh sink on the same bucket (its own client: this one's requests are refused once
+        storage failed) whose operations are each tried once, within LAST_TRY_TIMEOUT."""
+        return GCSSink(self._bucket_name, self._prefix, endpoint=self._endpoint,
+                       request_timeout=min(self._timeout, LAST_TRY_TIMEOUT), retries=False)
+
+    # retries and failure
+
+    def _retry(self, operation: str, name: str, *, budget: float | None = None) -> Any:
+        """A retry policy for one operation (None: tried once), reporting each retry."""
+        if not self._retries:
+            return None
+        initial, maximum = self._retry_delays
+        return self._retry_class(
+            predicate=is_transient, initial=initial, maximum=maximum, multiplier=2.0,
+            timeout=self._retry_deadline if budget is None else min(budget, self._retry_deadline),
+            on_error=functools.partial(self._retrying, operation, name))
+
+    def _write_retry(self, operation: str, name: str) -> Any:
+        """For writes: repeated only when a generation precondition makes them idempotent."""
+        policy = self._retry(operation, name)
+        return None if policy is None else self._conditional(policy)
+
+    def _retrying(self, operation: str, name: str, exc: Exception) -> None:
+        """The retry policy's `on_error`: a transient failure is about to be retried."""
+        if self.health.failure is not None:
+            raise exc  # storage failed for the run meanwhile: no more tries
+        self.health.retried(StorageRetry(operation, self._uri(name), describe(exc)))
+
+    def _ensure_up(self, action: str, name: str) -> None:
+        failure = self.health.failure
+        if failure is not None:
+            raise StorageError(f"GCS {action} of {self._uri(name)} not attempted: storage"
+                               f" failed earlier in this run ({failure})", status=failure.status)
 
     # names
 
@@ -221,8 +340,15 @@ class GCSSink:
             metadata=metadata,
         )
 
-    def _fail(self, action: str, name: str, exc: BaseException) -> StorageError:
-        return StorageError(f"GCS {action} failed for {self._uri(name)}: {describe(exc)}")
+    def _fail(self, action: str, name: str, exc: BaseException, *, ends: bool = True) -> StorageError:
+        """The StorageError for a failed operation. Unless `ends` is False, storage has failed
+        for the run when nothing answered, or the answer was in ENDS_STORAGE."""
+        status = status_of(exc)
+        error = StorageError(f"GCS {action} failed for {self._uri(name)}: {describe(exc)}",
+                             status=status)
+        if ends and (status is None or status in ENDS_STORAGE):
+            self.health.fail(error)
+        return error
 
     # writes
 
@@ -236,6 +362,7 @@ class GCSSink:
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         key = self._key(name)
+        self._ensure_up("upload", name)
         try:
             crc = crc32c_file(path)
             size = path.stat().st_size
@@ -243,8 +370,8 @@ class GCSSink:
             raise StorageError(f"cannot read {path}: {describe(exc)}") from exc
         try:
             stream = path.open("rb")
-        except OSError as exc:
-            raise self._fail("upload", name, exc) from exc
+        except OSError as exc:  # the local file, not storage
+            raise self._fail("upload", name, exc, ends=False) from exc
         with stream:
             # No size above one chunk: the client then uploads in chunks. Given a size it sends
             # anything up to 8 MiB in one request built in memory.
@@ -263,6 +390,7 @@ class GCSSink:
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         key = self._key(name)
+        self._ensure_up("upload", name)
         return self._upload(name, key, io.BytesIO(data), crc32c_bytes(data), len(data),
                             declared_size=len(data), content_type=content_type,
                             if_generation_match=if_generation_match, metadata=metadata)
@@ -283,7 +411,7 @@ class GCSSink:
                 content_type=content_type,
                 if_generation_match=if_generation_match,
                 timeout=self._timeout,
-                retry=self._write_retry,
+                retry=self._write_retry("upload", name),
                 checksum="crc32c",
                 crc32c_checksum_value=crc,
             )
@@ -291,7 +419,7 @@ class GCSSink:
             return self._existing_or_raise(name, crc, size)
         except self._data_corruption as exc:
             self._delete_if_not(name, crc)
-            raise self._fail("upload (checksum mismatch)", name, exc) from exc
+            raise self._fail("upload (checksum mismatch)", name, exc, ends=False) from exc
         except self._errors as exc:
             raise self._fail("upload", name, exc) from exc
         return self._verified(name, blob, crc, size)
@@ -325,7 +453,8 @@ class GCSSink:
         """Best effort: remove one generation we wrote, never a newer object."""
         blob = self._bucket.blob(self._key(name))
         with contextlib.suppress(*self._errors):
-            blob.delete(if_generation_match=generation, timeout=self._timeout, retry=self._retry)
+            blob.delete(if_generation_match=generation, timeout=min(self._timeout, DELETE_BUDGET),
+                        retry=self._retry("delete", name, budget=DELETE_BUDGET))
 
     def _delete_if_not(self, name: str, crc: str) -> None:
         with contextlib.suppress(StorageError):
@@ -350,6 +479,7 @@ class GCSSink:
         for source in sources:
             self._key(source)
         own = check_metadata(metadata)
+        self._ensure_up("compose", name)
         infos = self._source_infos(name, sources)
         scratch = posixpath.join(posixpath.dirname(name), COMPOSE_SCRATCH, uuid.uuid4().hex)
         temps: builtins.list[str] = []
@@ -421,7 +551,7 @@ class GCSSink:
                 blobs,
                 if_generation_match=if_generation_match,
                 timeout=self._timeout,
-                retry=self._write_retry,
+                retry=self._write_retry("compose", name),
             )
         except self._precondition_failed:
             return self._composed_or_raise(name, marker)
@@ -440,8 +570,10 @@ class GCSSink:
 
     def _get_blob(self, name: str) -> Any:
         """The object's blob (metadata loaded), or None when it is absent."""
+        key = self._key(name)
+        self._ensure_up("stat", name)
         try:
-            return self._bucket.get_blob(self._key(name), timeout=self._timeout, retry=self._retry)
+            return self._bucket.get_blob(key, timeout=self._timeout, retry=self._retry("stat", name))
         except self._errors as exc:
             raise self._fail("stat", name, exc) from exc
 
@@ -451,10 +583,12 @@ class GCSSink:
 
     def get_bytes(self, name: str) -> bytes | None:
         blob = self._bucket.blob(self._key(name))
+        self._ensure_up("download", name)
         try:
             return cast(
                 bytes,
-                blob.download_as_bytes(timeout=self._timeout, retry=self._retry, checksum="crc32c"),
+                blob.download_as_bytes(timeout=self._timeout, retry=self._retry("download", name),
+                                       checksum="crc32c"),
             )
         except self._not_found:
             return None
@@ -464,28 +598,35 @@ class GCSSink:
     def list(self, prefix: str) -> builtins.list[ObjectInfo]:
         check_prefix(prefix)
         full = f"{self._prefix}/{prefix}" if self._prefix else prefix
+        self._ensure_up("list", prefix)
         try:
             blobs = builtins.list(
-                self._client.list_blobs(self._bucket, prefix=full, timeout=self._timeout, retry=self._retry)
+                self._client.list_blobs(self._bucket, prefix=full, timeout=self._timeout,
+                                        retry=self._retry("list", prefix))
             )
         except self._errors as exc:
             raise self._fail("list", prefix, exc) from exc
         return sorted((self._info(blob) for blob in blobs), key=lambda info: info.name)
 
     def delete(self, name: str) -> None:
+        """Best effort for the caller's cleanup: retried for DELETE_BUDGET at most, and a
+        failure never makes storage fail for the run."""
         blob = self._bucket.blob(self._key(name))
+        self._ensure_up("delete", name)
         try:
-            blob.delete(timeout=self._timeout, retry=self._retry)
+            blob.delete(timeout=min(self._timeout, DELETE_BUDGET),
+                        retry=self._retry("delete", name, budget=DELETE_BUDGET))
         except self._not_found:
             return
         except self._errors as exc:
-            raise self._fail("delete", name, exc) from exc
+            raise self._fail("delete", name, exc, ends=False) from exc
 
     def open_read(self, name: str) -> BinaryIO:
         blob = self._get_blob(name)
         if blob is None:
             raise StorageError(f"{self._uri(name)} does not exist")
         # The reader is pinned to the generation just seen, so it never mixes two versions.
-        inner = blob.open("rb", chunk_size=UPLOAD_CHUNK_SIZE, timeout=self._timeout, retry=self._retry)
-        raw = _MappedReader(inner, self._uri(name), self._errors)
+        inner = blob.open("rb", chunk_size=UPLOAD_CHUNK_SIZE, timeout=self._timeout,
+                          retry=self._retry("read", name))
+        raw = _MappedReader(inner, self._errors, functools.partial(self._fail, "read", name))
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=READ_CHUNK_SIZE))

@@ -34,6 +34,7 @@ from app.sinks.base import (
     SIDECAR_SUFFIX,
     TEMP_SUFFIX,
     ObjectInfo,
+    StorageHealth,
     check_metadata,
     check_name,
     check_prefix,
@@ -57,9 +58,18 @@ class LocalSink:
     def __init__(self, root: Path) -> None:
         self._root = Path(os.path.abspath(root))
         self.root = str(self._root)
+        self.health = StorageHealth()
+        """A folder is never retried and never fails for the run as a whole: nothing to count."""
 
     def __repr__(self) -> str:
         return f"LocalSink({self.root!r})"
+
+    def last_try(self) -> LocalSink:
+        """Local writes are tried once anyway: the sink itself."""
+        return self
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def _path(self, name: str) -> Path:
         return self._root.joinpath(*check_name(name).split("/"))

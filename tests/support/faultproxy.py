@@ -15,6 +15,18 @@ URLs, media links) point back at the proxy, and replaces chosen requests by a fa
                                       forward (for uploads of a few KiB the byte is in the data)
     "bad_checksum_reply"              forward, then relay the answer with its "crc32c" field
                                       replaced by "AAAAAA==" (a server that stored other bytes)
+    "drip"                            forward, then relay the whole answer (status line and
+                                      headers included) one byte per `interval` seconds, until
+                                      it is sent or the client hangs up (`proxy.drips` says how
+                                      it went)
+    "pass"                            forward and relay unchanged (with `then_down`)
+
+`then_down=True` on a rule takes storage down once its fault has acted (the answer relayed,
+or the connection reset): `go_down()`, as if GCS became unreachable. While down the proxy
+refuses connections (its listening socket is closed), has closed every open connection, and
+never forwards a request that still reaches it. `go_down(silent=True)` is a black hole
+instead: connections are accepted and requests read, and nothing ever answers. `come_up()`
+listens again on the same port.
 
 Which requests: each `Rule` names a request category and a schedule. Categories:
 "upload" (POST/PUT under /upload/), "compose", "download" (media reads), "list", "metadata"
@@ -26,6 +38,10 @@ requests of its category (1-based):
     Rule("429", on="any", probability=0.3)      30 % of requests, from the proxy's seeded RNG
     Rule("403", on="any")                       every request (a permanent failure)
     Rule("503", on="upload", first=3)           the first three uploads
+    Rule("drip", on="metadata", where="/days/", nth={3}, interval=0.5)
+                                                the third metadata request for a day snapshot
+
+`where` limits a rule to requests whose (URL-decoded) path contains it; only those count.
 
 Every rule counts every request of its category (so `nth` means the nth such request through
 the proxy); when several fire for one request, the first rule in the list decides. Rules can be
@@ -37,8 +53,9 @@ replaced while the proxy runs (`set_rules`).
         assert proxy.injected("upload") == ["503", "503"]
 
 `proxy.events` records every request in arrival order: `Event(index, method, path, category,
-action, status)`, where action is "forwarded" or the fault injected, and status is the HTTP
-status the client got (None after a reset).
+action, status, at)`, where action is "forwarded" or the fault injected ("down" for a request
+that reached the proxy while down), status is the HTTP status the client got (None after a
+reset), and `at` the time it arrived (time.monotonic()).
 """
 
 from __future__ import annotations
@@ -51,14 +68,16 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http import server
 from types import TracebackType
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
-_NAMED_FAULTS = ("reset", "reset_after", "corrupt", "bad_checksum_reply")
-_FORWARDING = ("forwarded", "reset_after", "corrupt", "bad_checksum_reply")
+_NAMED_FAULTS = ("reset", "reset_after", "corrupt", "bad_checksum_reply", "drip", "pass")
+_FORWARDING = ("forwarded", "reset_after", "corrupt", "bad_checksum_reply", "drip", "pass")
 CATEGORIES = ("upload", "compose", "download", "list", "metadata", "delete", "other")
 _HOP_BY_HOP = {
     "connection",
@@ -78,7 +97,9 @@ class Rule:
     """Inject `fault` into requests of category `on` when the schedule fires.
 
     Schedule: `nth` (1-based positions among this rule's requests), or `first` (the first n),
-    or `probability` (seeded RNG); none of them means every request.
+    or `probability` (seeded RNG); none of them means every request. `where`: only requests
+    whose URL-decoded path contains it are this rule's. `interval`: seconds per byte of a
+    drip. `then_down`: take the proxy down once the fault has acted (`silent`: as a black hole).
     """
 
     fault: str
@@ -86,6 +107,10 @@ class Rule:
     nth: Iterable[int] | None = None
     first: int | None = None
     probability: float | None = None
+    where: str | None = None
+    interval: float = 0.5
+    then_down: bool = False
+    silent: bool = False
     seen: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -95,8 +120,10 @@ class Rule:
             raise ValueError(f"unknown fault {self.fault!r}; expected a status or {_NAMED_FAULTS}")
         self.nth = frozenset(self.nth) if self.nth is not None else None
 
-    def fires(self, category: str, rng: random.Random) -> bool:
+    def fires(self, category: str, rng: random.Random, path: str = "") -> bool:
         if self.on not in ("any", category):
+            return False
+        if self.where is not None and self.where not in unquote(path):
             return False
         self.seen += 1
         if self.nth is not None:
@@ -118,6 +145,19 @@ class Event:
     category: str
     action: str
     status: int | None
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Drip:
+    """How one dripped answer went: `sent` of `size` bytes in `seconds`; `completed` is False
+    when the client hung up first."""
+
+    index: int
+    sent: int
+    size: int
+    seconds: float
+    completed: bool
 
 
 def categorize(method: str, path: str) -> str:
@@ -158,9 +198,21 @@ class FaultProxy:
         self._rules = list(rules)
         self._rng = random.Random(seed)
         self.events: list[Event] = []
-        self._httpd = _ProxyServer(("127.0.0.1", 0), self._handler_class())
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(
+        self.drips: list[Drip] = []
+        self.down_since: float | None = None
+        """When the proxy last went down (time.monotonic()); None while it is up."""
+        self._down = False
+        self._silent = False
+        self._closing = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._handler = self._handler_class()
+        self._httpd = _ProxyServer(("127.0.0.1", 0), self._handler)
+        self._port = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self._port}"
+        self._thread = self._serve_thread()
+
+    def _serve_thread(self) -> threading.Thread:
+        return threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
@@ -171,9 +223,49 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self._closing.set()
+        self._close_server()
+
+    def _close_server(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=10)
+
+    def go_down(self, *, silent: bool = False) -> None:
+        """Storage unreachable: refuse connections, close the open ones, forward nothing
+        (`silent`: accept connections and never answer)."""
+        with self._lock:
+            if self._down:
+                return
+            self._down = True
+            self._silent = silent
+            self.down_since = time.monotonic()
+            connections = list(self._connections)
+        if silent:
+            return
+        self._close_server()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def come_up(self) -> None:
+        """Listen again on the same port (the URL stays valid)."""
+        with self._lock:
+            if not self._down:
+                return
+            if self._silent:
+                self._down = self._silent = False
+                self.down_since = None
+                return
+            self._httpd = _ProxyServer(("127.0.0.1", self._port), self._handler)
+            self._thread = self._serve_thread()
+            self._down = False
+            self.down_since = None
+        self._thread.start()
+
+    @property
+    def down(self) -> bool:
+        return self._down
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -205,23 +297,44 @@ class FaultProxy:
         with self._lock:
             return sum(1 for e in self.events if e.action in _FORWARDING and category in ("any", e.category))
 
-    def _decide(self, method: str, path: str) -> tuple[int, str, str]:
+    def _decide(self, method: str, path: str) -> tuple[int, Rule | None, str]:
         category = categorize(method, path)
         with self._lock:
             index = len(self.events)
-            # Every rule counts every request of its category; the first one that fires decides.
-            fired = [rule.fault for rule in self._rules if rule.fires(category, self._rng)]
-            action = fired[0] if fired else "forwarded"
+            if self._down:
+                rule, action = None, "down"
+            else:
+                # Every rule counts every request of its category; the first one that fires decides.
+                fired = [rule for rule in self._rules if rule.fires(category, self._rng, path)]
+                rule = fired[0] if fired else None
+                action = rule.fault if rule is not None else "forwarded"
             # Reserve the slot now so the log keeps arrival order; the status is filled in later.
-            self.events.append(Event(index, method, path, category, action, None))
-        return index, category, action
+            self.events.append(Event(index, method, path, category, action, None, time.monotonic()))
+        return index, rule, action
 
     def _record(self, index: int, status: int | None) -> None:
         with self._lock:
             event = self.events[index]
             self.events[index] = Event(
-                event.index, event.method, event.path, event.category, event.action, status
+                event.index, event.method, event.path, event.category, event.action, status,
+                event.at
             )
+
+    def _drip(self, index: int, wfile: Any, data: bytes, interval: float) -> None:
+        """Send `data` one byte per `interval` seconds until done, or the client hangs up."""
+        started = time.monotonic()
+        sent = 0
+        try:
+            for position in range(len(data)):
+                if position and self._closing.wait(interval):
+                    break
+                wfile.write(data[position : position + 1])
+                sent += 1
+        except OSError:
+            pass
+        with self._lock:
+            self.drips.append(Drip(index, sent, len(data), time.monotonic() - started,
+                                   sent == len(data)))
 
     # forwarding
 
@@ -253,6 +366,17 @@ class FaultProxy:
 
             def log_message(self, format: str, *args: object) -> None:
                 return  # keep test output quiet; the proxy records events instead
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy._lock:
+                    proxy._connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
 
             def _read_body(self) -> bytes:
                 length = self.headers.get("Content-Length")
@@ -290,8 +414,19 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._read_body()
-                index, _category, action = proxy._decide(self.command, self.path)
-                if action == "reset":
+                index, rule, action = proxy._decide(self.command, self.path)
+                try:
+                    self._act(index, action, body, rule)
+                finally:
+                    if rule is not None and rule.then_down:
+                        proxy.go_down(silent=rule.silent)
+
+            def _act(self, index: int, action: str, body: bytes, rule: Rule | None) -> None:
+                if action == "down" and proxy._silent:
+                    proxy._closing.wait()  # a black hole: never answer
+                    self.close_connection = True
+                    return
+                if action in ("reset", "down"):
                     proxy._record(index, None)
                     self._reset()
                     return
@@ -330,6 +465,15 @@ class FaultProxy:
                 if action == "bad_checksum_reply":
                     payload = re.sub(rb'"crc32c": ?"[^"]*"', b'"crc32c": "AAAAAA=="', payload)
                 proxy._record(index, status)
+                if action == "drip" and rule is not None:
+                    self.close_connection = True
+                    head = [f"HTTP/1.1 {status} {reason}"]
+                    head += [f"{name}: {value}" for name, value in headers
+                             if name.lower() not in _HOP_BY_HOP]
+                    head += [f"Content-Length: {len(payload)}", "Connection: close", "", ""]
+                    data = "\r\n".join(head).encode("latin-1") + payload
+                    proxy._drip(index, self.wfile, data, rule.interval)
+                    return
                 self._reply(status, reason, headers, payload)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
