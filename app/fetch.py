@@ -1,6 +1,8 @@
-"""Fetching pages: one page with its retries (`PageFetch`), the loop that runs an account's page plans
-through its window (`FetchLoop`; both are `app.pager`), and the job's units of one account
-(`AccountFetch`).
+"""The fetch layer's top: one page with its retries (`PageFetch`), the loop that runs an account's page
+plans through its window and yields what happened as events (`FetchLoop`), and the one place an account's
+client stack is opened (`open_account`), for the job and the original interface alike. It knows nothing
+of where records go: the consumer of the events does (the job's `app.account_run`, or
+`app.involve_asia`).
 
 - `PageFetch`: one page, every attempt. As tenacity splits it: whether to try again is the policy's
   `should_retry` (the stop), how long to wait first its `wait_before_retry` (the wait), the wait itself the
@@ -10,29 +12,28 @@ through its window (`FetchLoop`; both are `app.pager`), and the job's units of o
   when an account never answered and its last `UNREACHABLE_AFTER` requests could not connect. Log lines
   give three times apart: the request (`duration_ms`), the pacing by design (`pacing_ms`: the wait for the
   account's throttle, and for a request slot while the throttle kept its full pace), and waiting beyond
-  that pace (`wait_ms`: for a slot held by requests slower to answer than the throttle allows).
-- `FetchLoop`: the main pass over an account's queries, then the second pass. The next query starts while
-  the current one is down to its last round of requests, so its first page (it sizes it) is answered by the
-  time the current one's last pages are; at most `UNIT_LANES` are open. A query ends (the job stores it)
-  once the pages that came back are taken and the next one is sized, its window in flight meanwhile. A
-  query with skipped pages waits for the second pass, after every main pass.
+  that pace (`wait_ms`: for a slot held by requests slower to answer than the throttle allows). A
+  `FetchListener` (telemetry) hears of each page and each retry or skip.
+- `FetchLoop`: the main pass over an account's queries, then the second pass; events `DayStarted`,
+  `PageArrived`, `DayEnded`, `DayNotStarted`. The next query starts while the current one is down to its
+  last round of requests, so its first page (it sizes it) is answered by the time the current one's last
+  pages are; at most `UNIT_LANES` are open. A query ends (the consumer stores it) once the pages that came
+  back are taken and the next one is sized, its window in flight meanwhile. A query with skipped pages
+  waits for the second pass, after every main pass (`outcome.settle` decides).
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
-import functools
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing, nullcontext
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, runtime_checkable
 
 from app.api import TOKEN_TTL, AccountClient
-from app.config import Account, Settings
 from app.errors import (
     ApiUnreachable,
     ConnectFailed,
@@ -43,31 +44,34 @@ from app.errors import (
     RequestInterrupted,
 )
 from app.http import HttpClient
-from app.logs import register_secret
 from app.models import Page, SkippedPage
 from app.outcome import DayFetch, Disposition, StopReason, settle
-from app.output import UnitOutput
-from app.pager import (
-    Arrival,
-    EventLog,
+from app.plans import (
+    ConfirmEmpty,
+    CountChanged,
+    CountUnstable,
     InterruptedPage,
-    NullLog,
+    Note,
     PagePlan,
     PageResult,
+    PastTheEnd,
     Plan,
+    Probe,
     Query,
+    Recovered,
+    Reread,
     RetryPlan,
-    RunState,
     UnitOutcome,
-    Window,
     answered,
-    apply_note,
 )
 from app.ratelimit import RateLimiter
+from app.redaction import register_secret
 from app.retry import RetryPolicy
-from app.sinks import Sink
-from app.store import RunLayout
-from app.writer import CHUNK_BYTES, UnitWriter
+from app.runstate import EventLog, NullLog, RunState
+from app.window import Arrival, Window
+
+__all__ = ["TOKEN_TTL", "AccountStack", "DayEnded", "DayNotStarted", "DayStarted", "FetchEvent",
+           "FetchListener", "FetchLoop", "PageArrived", "PageFetch", "open_account"]
 
 PAGE_WINDOW_FACTOR = 4
 """Pages handed out ahead per request slot: back-off waits hold no slot."""
@@ -93,6 +97,16 @@ class ThrottleReport(Protocol):
     def throttle_pace(self) -> tuple[int, float]: ...
 
 
+class FetchListener(Protocol):
+    """Telemetry's one ear in the fetch layer, called on fetch workers: a page fetched, a retry or a
+    skip (`kind`, the log line's fields). It must only count and hand over, never block or measure
+    (resource snapshots and probes run on the watchdog's thread)."""
+
+    def page_fetched(self, account: str, day: dt.date, page: Page) -> None: ...
+    def trouble(self, kind: str, fields: dict[str, Any]) -> None: ...
+
+
+
 # -- one page, every attempt -------------------------------------------------------------------------------
 
 
@@ -102,14 +116,13 @@ class PageFetch:
     def __init__(self, *, client: PageSource, policy: RetryPolicy, state: RunState, account: str,
                  page_limit: int = 100, sleep: Callable[[float], object] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, log: EventLog | None = None,
-                 on_trouble: Callable[[str, dict[str, Any]], None] | None = None,
-                 on_page: Callable[[str, dt.date, Page, float], None] | None = None,
+                 listener: FetchListener | None = None,
                  unreachable_after: int = UNREACHABLE_AFTER) -> None:
         self.client, self.policy, self.state, self.account = client, policy, state, account
         self.page_limit = page_limit
         self._sleep, self._clock = sleep, clock
         self.log: EventLog = log or NullLog()
-        self._on_trouble, self._on_page = on_trouble, on_page
+        self._listener = listener
         self._throttle = client if isinstance(client, ThrottleReport) else None
         self.unreachable_after = max(1, unreachable_after)
         self._reach_lock = threading.Lock()
@@ -154,8 +167,8 @@ class PageFetch:
                 self.log.info("page_fetched", account=self.account, date=q.label, page=page,
                               pages=result.pages, records=len(result.records), attempt=attempt,
                               count=result.count, **timing)
-                if self._on_page is not None:
-                    self._on_page(self.account, q.start, result, duration)
+                if self._listener is not None:
+                    self._listener.page_fetched(self.account, q.start, result)
                 return result
             if isinstance(error, RequestInterrupted) or self.state.stopped:
                 self.log.debug("page_interrupted", account=self.account, date=q.label, page=page,
@@ -210,84 +223,134 @@ class PageFetch:
                                  f"has ever reached the API ({error})") from error
 
     def _trouble(self, kind: str, fields: dict[str, Any]) -> None:
-        if self._on_trouble is not None:
-            self._on_trouble(kind, fields)
+        if self._listener is not None:
+            self._listener.trouble(kind, fields)
 
 
-# -- plans through the window ------------------------------------------------------------------------------
+# -- plans through the window: the events of an account's fetch ---------------------------------------------
 
 
-class UnitHooks(Protocol):
-    """What the loop says of each query: started, a page's records (a page that stayed short
-    included), ended (after the second pass if it had one; also when cut short), or never started
-    (the run stopped first). `end` returns True to have the query read once more from the start
-    (a refresh that would lose records of the stored day: the job's `settle` decides)."""
+@dataclass(frozen=True)
+class DayStarted:
+    """The fetch of `query` begins (again, when it is read once more)."""
 
-    def start(self, query: Query) -> None: ...
-    def page(self, query: Query, page: Page) -> None: ...
-    def end(self, query: Query, outcome: UnitOutcome) -> bool: ...
-    def missing(self, query: Query) -> None: ...
+    query: Query
+
+
+@dataclass(frozen=True)
+class PageArrived:
+    """A page of `query` answered: its records (a page that stayed short included)."""
+
+    query: Query
+    page: Page
+
+
+@dataclass(frozen=True)
+class DayEnded:
+    """The fetch of `query` is over (after its second pass if it had one; also when cut short). The
+    consumer may answer `FetchLoop.read_again(query)` before asking for the next event."""
+
+    query: Query
+    outcome: UnitOutcome
+
+
+@dataclass(frozen=True)
+class DayNotStarted:
+    """The run stopped before `query` was started."""
+
+    query: Query
+
+
+FetchEvent = DayStarted | PageArrived | DayEnded | DayNotStarted
 
 
 class FetchLoop:
-    """An account's queries through its window: `run` (both passes) or `pages` (one plan)."""
+    """An account's queries through its window: `run` yields the events of both passes; `pages` runs one
+    plan alone.
+
+    The consumer (the job's account run, or the original interface) turns events into records, writers and
+    snapshots; the loop knows nothing of them. It talks back twice: `read_again(query)` after a `DayEnded`
+    (a refresh that would lose stored records is read once more), and `fail(query, error)` when handling
+    an event of `query` failed (nothing more of it is yielded; a JobError stops the run; the first failure
+    is raised once the open queries have ended)."""
 
     def __init__(self, *, window: Window, state: RunState, account: str, concurrency: int = 1,
                  log: EventLog | None = None) -> None:
         self.window, self.state, self.account = window, state, account
         self.concurrency = max(1, concurrency)
         self.log: EventLog = log or NullLog()
+        self._again: list[Query] = []
+        self._dropped: set[Query] = set()
+        self._failure: Exception | None = None
 
-    def run(self, queries: Sequence[Query], hooks: UnitHooks) -> Iterator[Arrival]:
-        """The main pass over every query, then the second pass over the pages still skipped, then
-        the queries whose end asked to be read again (each read anew, with its own second pass);
-        each result is yielded after `hooks.page` had its records. A fatal error (bad credentials,
-        an unreachable API, storage failing) starts no new query and is raised once the open ones
-        have ended."""
+    def read_again(self, query: Query) -> None:
+        """Read `query` once more from page 1, after the other queries' passes."""
+        self._again.append(query)
+
+    def fail(self, query: Query, error: Exception) -> None:
+        """Handling an event of `query` raised `error`: drop the query, stop the run on a JobError."""
+        self._dropped.add(query)
+        if isinstance(error, JobError):
+            self.state.request_stop(StopReason.FATAL)
+        self._failure = self._failure or error
+
+    def run(self, queries: Sequence[Query]) -> Generator[FetchEvent, None, None]:
+        """The main pass over every query, then the second pass over the pages still skipped, then the
+        queries asked to be read again (each read anew, with its own second pass). A fatal error (bad
+        credentials, an unreachable API, a failed event) starts no new query and is raised once the open
+        ones have ended."""
         held: list[tuple[Query, UnitOutcome]] = []
-        again: list[Query] = []
-        yield from self._main_pass(queries, hooks, held, again)
+        yield from self._main_pass(queries, held)
+        if self._failure is not None:
+            raise self._failure
         held.sort(key=lambda entry: entry[0].start)
         if held and not self.state.stopped:
             self.log.info("second_pass_started", pages=sum(len(o.skipped) for _q, o in held))
         for query, first in held:
-            outcome = yield from self._second_pass(query, first, hooks)
-            if hooks.end(query, outcome):
-                again.append(query)
+            if query in self._dropped:
+                continue
+            outcome = yield from self._second_pass(query, first)
+            yield from self._end(query, outcome)
+        again, self._again = self._again, []
         for query in again:
             if self.state.stopped:
-                hooks.missing(query)
+                yield DayNotStarted(query)
                 continue
-            hooks.start(query)
+            yield DayStarted(query)
             plan = PagePlan()
-            yield from self._feed(query, plan, hooks)
+            yield from self._feed(query, plan)
             outcome = plan.outcome
             if not (outcome.complete or outcome.interrupted):
-                outcome = yield from self._second_pass(query, outcome, hooks)
-            hooks.end(query, outcome)  # read once more already: its verdict is final
+                outcome = yield from self._second_pass(query, outcome)
+            yield from self._end(query, outcome)
+        self._again = []  # read once more already: its verdict is final
+        if self._failure is not None:
+            raise self._failure
 
-    def _second_pass(self, query: Query, first: UnitOutcome, hooks: UnitHooks
-                     ) -> Generator[Arrival, None, UnitOutcome]:
+    def _end(self, query: Query, outcome: UnitOutcome) -> Iterator[FetchEvent]:
+        if query not in self._dropped:
+            yield DayEnded(query, outcome)
+
+    def _second_pass(self, query: Query, first: UnitOutcome) -> Generator[FetchEvent, None, UnitOutcome]:
         """The skipped pages of `query` again (nothing when the run stopped, unless it stopped at
         MAX_RECORDS_LIMIT); how the query ended, both passes together."""
         if self.state.stopped and self.state.stop_reason != StopReason.MAX_RECORDS:
             return replace(first, interrupted=True)
         plan = RetryPlan(first.skipped)
-        yield from self._feed(query, plan, hooks)
+        yield from self._feed(query, plan)
         outcome = plan.outcome
         outcome.pages += first.pages
         if outcome.count is None:
             outcome.count, outcome.total_pages = first.count, first.total_pages
         return outcome
 
-    def _feed(self, query: Query, plan: Plan, hooks: UnitHooks) -> Iterator[Arrival]:
-        """One plan alone, each page's records to `hooks.page`."""
+    def _feed(self, query: Query, plan: Plan) -> Iterator[FetchEvent]:
+        """One plan alone, each page's records as an event."""
         with closing(self.pages(query, plan)) as arrivals:
             for arrival in arrivals:
                 page = answered(arrival.result)
-                if page is not None:
-                    hooks.page(query, page)
-                yield arrival
+                if page is not None and query not in self._dropped:
+                    yield PageArrived(query, page)
 
     def pages(self, query: Query, plan: Plan) -> Generator[Arrival, None, None]:
         """One plan alone, its results as they arrive; `plan.outcome` says how it ended."""
@@ -297,18 +360,19 @@ class FetchLoop:
         finally:
             self.window.abandon()
 
-    def _main_pass(self, queries: Sequence[Query], hooks: UnitHooks,
-                   held: list[tuple[Query, UnitOutcome]], again: list[Query]) -> Iterator[Arrival]:
+    def _main_pass(self, queries: Sequence[Query], held: list[tuple[Query, UnitOutcome]]
+                   ) -> Iterator[FetchEvent]:
         waiting = collections.deque(queries)
         plans: dict[Query, PagePlan] = {}
-        failure: Exception | None = None
         try:
             while True:
+                for query in [q for q in plans if q in self._dropped]:
+                    del plans[query]
                 self._hand_out(plans)
                 if self._may_end(plans):
-                    failure = self._end_finished(plans, hooks, held, again, failure)
-                if failure is None and waiting and self._may_open(plans):
-                    self._open_next(waiting, plans, hooks)
+                    yield from self._end_finished(plans, held)
+                if self._failure is None and waiting and self._may_open(plans):
+                    yield from self._open_next(waiting, plans)
                     continue
                 if not plans and self.window.pending == 0:
                     break
@@ -317,24 +381,19 @@ class FetchLoop:
                     continue  # a page of a query that failed
                 try:
                     self._land(plans[arrival.query], arrival)
-                    page = answered(arrival.result)
-                    if page is not None:
-                        hooks.page(arrival.query, page)
                 except Exception as exc:
-                    failure = self._failed(failure, exc)
-                    del plans[arrival.query]
+                    self.fail(arrival.query, exc)
                     continue
-                yield arrival
+                page = answered(arrival.result)
+                if page is not None:
+                    yield PageArrived(arrival.query, page)
         finally:
             self.window.abandon()
-        if failure is not None:
-            raise failure
 
-    def _end_finished(self, plans: dict[Query, PagePlan], hooks: UnitHooks,
-                      held: list[tuple[Query, UnitOutcome]], again: list[Query],
-                      failure: Exception | None) -> Exception | None:
-        """End the queries whose main pass is over: to the job (stored, or dropped when cut short), or held
-        for the second pass."""
+    def _end_finished(self, plans: dict[Query, PagePlan], held: list[tuple[Query, UnitOutcome]]
+                      ) -> Iterator[FetchEvent]:
+        """End the queries whose main pass is over: to the consumer (stored, or dropped when cut short), or
+        held for the second pass (`settle` decides)."""
         for query in [q for q, plan in plans.items() if plan.finished]:
             outcome = plans.pop(query).outcome
             stop = self.state.stop_reason
@@ -343,26 +402,22 @@ class FetchLoop:
             if verdict.disposition is Disposition.HOLD:
                 held.append((query, outcome))
                 continue
-            try:
-                if hooks.end(query, outcome):
-                    again.append(query)
-            except Exception as exc:
-                failure = self._failed(failure, exc)
-        return failure
+            yield from self._end(query, outcome)
 
     def _may_end(self, plans: dict[Query, PagePlan]) -> bool:
         """A query ends (is stored) once the pages that came back are taken and the next query is sized:
         its window is then in flight meanwhile."""
         return not self.window.has_landed() and not any(p.sizing and p.pending for p in plans.values())
 
-    def _open_next(self, waiting: collections.deque[Query], plans: dict[Query, PagePlan],
-                   hooks: UnitHooks) -> None:
+    def _open_next(self, waiting: collections.deque[Query], plans: dict[Query, PagePlan]
+                   ) -> Iterator[FetchEvent]:
         """Start the next query; once the run stops, the queries left never start."""
         while self.state.stopped and waiting:
-            hooks.missing(waiting.popleft())
+            yield DayNotStarted(waiting.popleft())
         if waiting:
-            hooks.start(waiting[0])
-            plans[waiting.popleft()] = PagePlan()
+            query = waiting.popleft()
+            plans[query] = PagePlan()
+            yield DayStarted(query)
 
     def _may_open(self, plans: dict[Query, PagePlan]) -> bool:
         """The newest open query is down to its last round of requests, and a lane is free."""
@@ -370,12 +425,6 @@ class FetchLoop:
         if newest is not None and not newest.in_last_round(self.concurrency):
             return False
         return self.state.stopped or len(plans) < UNIT_LANES
-
-    def _failed(self, failure: Exception | None, exc: Exception) -> Exception:
-        """A query failed: a JobError stops the run (nothing more is requested anywhere)."""
-        if isinstance(exc, JobError):
-            self.state.request_stop(StopReason.FATAL)
-        return failure or exc
 
     def _hand_out(self, plans: Mapping[Query, Plan]) -> bool:
         """Give the window the pages it has room for, oldest query first (a page that sizes a query always
@@ -400,146 +449,62 @@ class FetchLoop:
         return arrival
 
 
-# -- the job's units of one account ------------------------------------------------------------------------
+
+def apply_note(note: Note, *, state: RunState, log: EventLog, account: str, q: Query) -> None:
+    """What a note means for the run: a log line, a count, a skip taken back."""
+    where = {"account": account, "date": q.label}
+    match note:
+        case Probe(page=page, dead=dead):
+            if not state.stopped:  # stopping: the probe will not be sent
+                log.warning("page_probe", **where, page=page, dead=dead)
+        case PastTheEnd(page=page):
+            state.remove_skip(account, q.label, page)
+        case CountChanged(old=old, new=new, page=page):
+            log.warning("count_changed", **where, old_count=old, new_count=new, page=page)
+        case Reread():
+            state.count_reread()
+        case CountUnstable(rereads=rereads):
+            log.warning("count_unstable", **where, rereads=rereads)
+        case Recovered(page=page):
+            state.remove_skip(account, q.label, page)
+            log.info("page_recovered", **where, page=page)
+        case ConfirmEmpty():
+            log.info("day_empty_confirm", **where)
 
 
-class RecordBudget:
-    """MAX_RECORDS_LIMIT across every account of the task."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.used = 0
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self.limit is not None and self.used >= self.limit:
-                return False
-            self.used += 1
-            return True
-
-
-class UnitKey(Protocol):
-    """One (account, day) of the job, as the fetch sees it."""
-
-    @property
-    def day(self) -> dt.date: ...
-
-    @property
-    def date(self) -> str: ...
-
-
-U = TypeVar("U", bound=UnitKey)
+# -- an account's client stack -------------------------------------------------------------------------------
 
 
 @dataclass
-class OpenUnit(Generic[U]):
-    """A unit being fetched: its writer, where its chunks go, and when its fetch started."""
+class AccountStack:
+    """What talks to the API for one account: the HTTP client (abort it to stop at once; close it at the
+    end), the API client with its throttle, and the retry policy."""
 
-    unit: U
-    writer: UnitWriter
-    output: UnitOutput
-    started_at: float
-    """Wall clock at the start of the fetch: the snapshot's `fetched_at`."""
-    read_again: bool = False
-    """The unit's second read (its first would have lost records of the stored day)."""
+    http: HttpClient
+    client: AccountClient
+    policy: RetryPolicy
 
-    def discard(self) -> None:
-        """Nothing of it is kept: the writer's scratch and the chunks uploaded so far go."""
-        self.writer.discard()
-        self.output.discard()
+    def close(self) -> None:
+        self.http.close()
 
 
-@dataclass
-class AccountFetch(Generic[U]):
-    """One account's units: its HTTP client (in `clients`, for SIGTERM), throttle, API client, retry policy,
-    window and loop. Each page goes into its unit's writer (MAX_RECORDS_LIMIT stops the run once reached);
-    each unit opened comes back to `on_unit_done`, cut short or not (the job stores or drops it);
-    `on_unit_missing` has the units never started."""
-
-    settings: Settings
-    account: Account
-    state: RunState
-    budget: RecordBudget
-    sink: Sink
-    layout: RunLayout
-    run_id: str
-    scratch: Path
-    clients: list[HttpClient]
-    log: Any
-    on_unit_done: Callable[[OpenUnit[U], UnitOutcome], bool]
-    on_unit_missing: Callable[[U], None]
-    on_page: Callable[[str, dt.date, Page, float], None]
-    on_trouble: Callable[[str, dict[str, Any]], None]
-    clock: Callable[[], float] = time.monotonic
-    wall_clock: Callable[[], float] = time.time
-    sleep: Callable[[float], object] = time.sleep
-    token_ttl: float = TOKEN_TTL
-    chunk_bytes: int = CHUNK_BYTES
-    _units: dict[Query, U] = field(default_factory=dict, init=False)
-    _open: dict[Query, OpenUnit[U]] = field(default_factory=dict, init=False)
-    _started: set[Query] = field(default_factory=set, init=False)
-
-    def run(self, units: Sequence[U]) -> None:
-        settings, name = self.settings, self.account.name
-        register_secret(self.account.secret)
-        http = HttpClient(timeout=settings.request_timeout, clock=self.clock,
-                          pool_size=settings.fetch_concurrency + 2)
-        self.clients.append(http)
-        if self.state.stopped:
-            http.abort_all()
-        limiter = RateLimiter(per_minute=settings.requests_per_minute, min_interval=settings.request_delay,
-                              clock=self.clock, sleep=self.sleep)
-        client = AccountClient(base_url=settings.base_url, key=self.account.key, secret=self.account.secret,
-                               http=http, limiter=limiter, clock=self.clock,
-                               currency=settings.preferred_currency, on_token=register_secret,
-                               on_request=self.state.count_request, log=self.log,
-                               token_ttl=self.token_ttl)
-        policy = RetryPolicy(max_retries=settings.max_retry_attempts, backoff=settings.retry_backoff,
-                             rate_limit_delay=settings.rate_limit_delay)
-        fetch = PageFetch(client=client, policy=policy, state=self.state, account=name,
-                          page_limit=settings.page_limit, sleep=self.sleep, clock=self.clock, log=self.log,
-                          on_trouble=self.on_trouble, on_page=self.on_page)
-        self._units = {Query(unit.day, unit.day): unit for unit in units}
-        depth = settings.fetch_concurrency * PAGE_WINDOW_FACTOR
-        try:
-            # Workers beyond FETCH_CONCURRENCY only wait (back-off or a request slot): they let the pages
-            # behind a retrying page go ahead; one more per lane for the pages that size a day.
-            with Window(fetch, concurrency=settings.fetch_concurrency, depth=depth,
-                        threads=depth + UNIT_LANES, name=f"fetch-{name}") as window:
-                loop = FetchLoop(window=window, state=self.state, account=name,
-                                 concurrency=settings.fetch_concurrency, log=self.log)
-                for _arrival in loop.run(list(self._units), self):
-                    pass  # each page went into its unit's writer (`page`)
-        except JobError as exc:
-            self.log.error("run_failed", error_class=exc.error_class, error=str(exc))
-            self.state.request_stop(StopReason.FATAL)
-            raise
-
-    # -- UnitHooks
-
-    def start(self, query: Query) -> None:
-        unit = self._units[query]
-        self.log.info("unit_started", date=unit.date)
-        output = UnitOutput(sink=self.sink, chunk_name=functools.partial(
-            self.layout.chunk, self.account.name, unit.date, self.run_id))
-        writer = UnitWriter(account=self.account.name, scratch_dir=self.scratch, on_chunk=output.on_chunk,
-                            take_record=self.budget.take if self.budget.limit else None,
-                            chunk_bytes=self.chunk_bytes)
-        self._open[query] = OpenUnit(unit, writer, output, started_at=self.wall_clock(),
-                                     read_again=query in self._started)
-        self._started.add(query)
-
-    def page(self, query: Query, page: Page) -> None:
-        writer = self._open[query].writer
-        if page.records:
-            writer.write(page.records)
-            if writer.capped and self.state.stop_reason is None:
-                self.log.warning("max_records_reached", limit=self.budget.limit)
-                self.state.request_stop(StopReason.MAX_RECORDS)
-
-    def end(self, query: Query, outcome: UnitOutcome) -> bool:
-        return self.on_unit_done(self._open.pop(query), outcome)
-
-    def missing(self, query: Query) -> None:
-        self.on_unit_missing(self._units[query])
+def open_account(*, base_url: str, key: str, secret: str, request_timeout: float,
+                 requests_per_minute: float, request_delay: float, currency: str | None,
+                 max_retries: int, backoff: tuple[float, ...], rate_limit_delay: float,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep, log: Any = None,
+                 on_token: Callable[[str], None] = register_secret,
+                 on_request: Callable[[bool], None] | None = None, token_ttl: float = TOKEN_TTL,
+                 pool_size: int = 8) -> AccountStack:
+    """Open one account's client stack, the same way for the job and the original interface: an HTTP
+    client with the hard deadline, the account's throttle, the API client, the retry policy. The secret,
+    and each token it gets, are registered for redaction."""
+    register_secret(secret)
+    http = HttpClient(timeout=request_timeout, clock=clock, pool_size=pool_size)
+    limiter = RateLimiter(per_minute=requests_per_minute, min_interval=request_delay, clock=clock,
+                          sleep=sleep)
+    client = AccountClient(base_url=base_url, key=key, secret=secret, http=http, limiter=limiter,
+                           clock=clock, currency=currency, on_token=on_token, on_request=on_request,
+                           log=log, token_ttl=token_ttl)
+    policy = RetryPolicy(max_retries=max_retries, backoff=backoff, rate_limit_delay=rate_limit_delay)
+    return AccountStack(http, client, policy)

@@ -29,30 +29,28 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
 
-from app.api import AccountClient
 from app.config import DEFAULT_BASE_URL, InvalidSetting, Settings, Text, load_settings
 from app.errors import ApiUnreachable, FatalFetchError, FetchError
-from app.fetch import FetchLoop, PageFetch
-from app.http import HttpClient
+from app.fetch import AccountStack, DayEnded, FetchLoop, PageArrived, PageFetch, open_account
 from app.library_log import LibraryLog
 from app.messages import label, language_code
 from app.models import Page, id_key
-from app.monitor import ResourceMonitor as SnapshotMonitor
 from app.outcome import StopReason
-from app.pager import Arrival, Query, RunState, UnitOutcome, Window, answered
-from app.ratelimit import RateLimiter
+from app.plans import Query
 from app.redaction import register_secret
 from app.reports import render_final_summary, render_original_resource_report, render_skip_report
-from app.retry import RetryPolicy
+from app.resources import ResourceMonitor as SnapshotMonitor
+from app.runstate import RunState
+from app.window import Window
 
 __all__ = ["InvolveAsiaAPI", "ResourceMonitor"]
 
@@ -198,7 +196,7 @@ def _language() -> str:
 class ResourceMonitor:
     """The original module's resource monitor, as its async sibling imports it
     (`from modules.involve_asia_api import ResourceMonitor`), on the job's own resource
-    snapshots (`app.monitor.ResourceMonitor`): the original's methods and result shapes (MB, GB,
+    snapshots (`app.resources.ResourceMonitor`): the original's methods and result shapes (MB, GB,
     percent), and its report (`print_resource_status`), in Chinese, or English with
     LOG_LANGUAGE=en. Connectivity is checked against the API's own host (the host config's
     URLs, else INVOLVE_ASIA_BASE_URL), not a public DNS server.
@@ -381,8 +379,7 @@ class InvolveAsiaAPI:
         self._context: dict[str, Any] = {"account": first.name}
         """The account label of the current call: the API client's own lines name it too."""
         self._log = LibraryLog(settings.log_language, self._context)
-        self._client: AccountClient | None = None
-        self._http: HttpClient | None = None
+        self._stack: AccountStack | None = None
         self._built: tuple[object, ...] | None = None
         self._skips: list[dict[str, Any]] = []
         self._labels: list[str] = []
@@ -399,27 +396,29 @@ class InvolveAsiaAPI:
         default range only with `dates`."""
         return self._fixed if self._fixed is not None else load_host_settings(dates=dates)
 
-    def _api_client(self) -> AccountClient:
-        """The API client for the current attributes (built again when the host changed one:
-        it then signs in again on its first request)."""
+    def _api_client(self, settings: Settings | None = None) -> AccountStack:
+        """The account's client stack (`fetch.open_account`, as the job opens it) for the current
+        attributes and settings; opened again when the host changed one (it then signs in again
+        on its first request)."""
+        settings = settings or self.settings
         base = self.base_url
         key = (base, self.api_key, self.api_secret, float(self.request_timeout),
-               float(self.request_delay))
-        if self._client is None or key != self._built:
-            if self._http is not None:
-                self._http.close()
-            if self.api_secret:
-                register_secret(self.api_secret)
-            self._http = HttpClient(timeout=float(self.request_timeout), clock=self._clock)
-            limiter = RateLimiter(per_minute=self.settings.requests_per_minute,
-                                  min_interval=float(self.request_delay), clock=self._clock,
-                                  sleep=self._sleep)
-            self._client = AccountClient(
-                base_url=base, key=self.api_key, secret=self.api_secret or "", http=self._http,
-                limiter=limiter, clock=self._clock, on_token=self._took_token, log=self._log,
-                on_request=self._count_request, currency=self.settings.preferred_currency)
+               float(self.request_delay), int(self.max_retries), settings.retry_backoff,
+               settings.rate_limit_delay)
+        if self._stack is None or key != self._built:
+            if self._stack is not None:
+                self._stack.close()
+            self._stack = open_account(
+                base_url=base, key=self.api_key, secret=self.api_secret or "",
+                request_timeout=float(self.request_timeout),
+                requests_per_minute=self.settings.requests_per_minute,
+                request_delay=float(self.request_delay),
+                currency=self.settings.preferred_currency, max_retries=int(self.max_retries),
+                backoff=settings.retry_backoff, rate_limit_delay=settings.rate_limit_delay,
+                clock=self._clock, sleep=self._sleep, log=self._log, on_token=self._took_token,
+                on_request=self._count_request)
             self._built = key
-        return self._client
+        return self._stack
 
     def _took_token(self, token: str) -> None:
         register_secret(token)
@@ -440,7 +439,7 @@ class InvolveAsiaAPI:
             self._log.error("auth_no_credentials", error_class="auth")
             return False
         try:
-            self._api_client().sign_in()
+            self._api_client().client.sign_in()
         except FetchError as exc:
             self._log.error("auth_failed", error_class=exc.error_class, error=str(exc))
             return False
@@ -467,17 +466,12 @@ class InvolveAsiaAPI:
             self._labels.append(label_)
         self._context["account"] = label_
         log = self._log.bind(account=label_, api_name=label_)
-        client = self._api_client()
-        client.currency = self._currency(currency, settings)
+        stack = self._api_client(settings)
+        stack.client.currency = self._currency(currency, settings)
         state = RunState(max_skipped_pages=settings.max_skipped_pages)
-        fetch = PageFetch(
-            client=client,
-            policy=RetryPolicy(max_retries=int(self.max_retries), backoff=settings.retry_backoff,
-                               rate_limit_delay=settings.rate_limit_delay),
-            state=state, sleep=self._sleep, clock=self._clock, log=log,
-            page_limit=settings.page_limit, account=label_,
-            on_trouble=self._on_trouble(settings, log),
-        )
+        fetch = PageFetch(client=stack.client, policy=stack.policy, state=state, sleep=self._sleep,
+                          clock=self._clock, log=log, page_limit=settings.page_limit,
+                          account=label_, listener=_SkipReports(self, settings, log))
         loop = FetchLoop(window=Window(fetch), state=state, account=label_, log=log)
         query = Query(start, end)
         limit = settings.max_records
@@ -486,20 +480,18 @@ class InvolveAsiaAPI:
         seen: set[object] = set()
         started = self._clock()
 
-        def ended(outcome: UnitOutcome) -> None:
-            # what the run state still lists: dead twice, or never retried (stopped)
-            still = [s.page for s in state.skipped_for(label_, query.label)]
-            self._note_outcome(outcome.count, outcome.total_pages, outcome.pages, still)
-
         try:
             # a generator: closed with ours, so an abandoned stream leaves no page in flight
-            run = cast(Generator[Arrival, None, None], loop.run([query], _OnEnd(ended)))
-            with closing(run) as arrivals:
-                for arrival in arrivals:
-                    page = answered(arrival.result)  # a page that stayed short: its records too
-                    if page is None:
+            with closing(loop.run([query])) as events:
+                for event in events:
+                    if isinstance(event, DayEnded):
+                        # what the run state still lists: dead twice, or never retried (stopped)
+                        still = [s.page for s in state.skipped_for(label_, query.label)]
+                        outcome = event.outcome
+                        self._note_outcome(outcome.count, outcome.total_pages, outcome.pages, still)
+                    if not isinstance(event, PageArrived):
                         continue
-                    for record in page.records:
+                    for record in event.page.records:  # a page that stayed short: its records too
                         if limit is not None and self._last["records"] >= limit:
                             break
                         key = id_key(record.get("conversion_id"))
@@ -517,18 +509,6 @@ class InvolveAsiaAPI:
             if state.stop_reason == StopReason.SKIP_CAP:
                 log.error("skip_cap_reached", skipped=len(state.skipped),
                           max_skipped=settings.max_skipped_pages)
-
-    def _on_trouble(self, settings: Settings, log: LibraryLog
-                    ) -> Callable[[str, dict[str, Any]], None]:
-        """A skipped page shows the resource report, as the original did."""
-
-        def trouble(kind: str, fields: dict[str, Any]) -> None:
-            if kind == "skip" and settings.resource_monitor_enabled:
-                title = label("orig_page_skipped", settings.log_language).format(
-                    page=fields.get("page"))
-                self._resource_report(title, log)
-
-        return trouble
 
     def _resource_report(self, title: str, log: LibraryLog) -> None:
         log.info("resource_status", title=title, message=self.resource_monitor.render_status(title))
@@ -652,32 +632,29 @@ class InvolveAsiaAPI:
             "start_date": start.isoformat(),
             "end_date": end.isoformat(),
             "accounts": self._labels or [self.account_name],
-            "currency": self._client.currency if self._client else self.settings.preferred_currency,
+            "currency": (self._stack.client.currency if self._stack
+                         else self.settings.preferred_currency),
             "skipped_pages": self._skips,
             **self.stats,
         }, language), flush=True)
         self.resource_monitor.print_resource_status(label("orig_final", language))
 
 
-class _OnEnd:
-    """The fetch loop's hooks for one query of the original interface: its records are
-    yielded as they arrive, so only how the query ended is kept."""
+class _SkipReports:
+    """The fetch layer's listener for the original interface: a skipped page shows the resource
+    report, as the original did (the query runs on the caller's thread: no fetch workers)."""
 
-    def __init__(self, ended: Callable[[UnitOutcome], None]) -> None:
-        self._ended = ended
+    def __init__(self, api: InvolveAsiaAPI, settings: Settings, log: LibraryLog) -> None:
+        self._api, self._settings, self._log = api, settings, log
 
-    def start(self, query: Query) -> None:
+    def page_fetched(self, account: str, day: dt.date, page: Page) -> None:
         pass
 
-    def page(self, query: Query, page: Page) -> None:
-        pass
-
-    def end(self, query: Query, outcome: UnitOutcome) -> bool:
-        self._ended(outcome)
-        return False
-
-    def missing(self, query: Query) -> None:
-        pass
+    def trouble(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "skip" and self._settings.resource_monitor_enabled:
+            title = label("orig_page_skipped", self._settings.log_language).format(
+                page=fields.get("page"))
+            self._api._resource_report(title, self._log)
 
 
 def _as_date(value: str | dt.date) -> dt.date:

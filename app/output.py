@@ -66,22 +66,37 @@ class UnitOutput:
         self._uploaded = []
 
 
-def put_json(sink: Sink, name: str, payload: dict[str, Any], *,
-             replace_if: Any = None) -> ObjectInfo:
-    """Write JSON create-only; when it exists and `replace_if(existing)` is true, replace it by
-    generation (so two writers cannot both replace the same version)."""
-    data = json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True).encode()
+def write_conditionally(sink: Sink, name: str, write: Callable[[int], ObjectInfo], *,
+                        replace_if: Callable[[ObjectInfo], bool] | None = None) -> ObjectInfo:
+    """The one conditional write: `write(0)` creates `name` only if it is absent; when it exists and
+    `replace_if(existing)` agrees, `write(generation)` replaces exactly the version looked at (so two
+    writers cannot both replace it). Otherwise `AlreadyExists` is raised."""
     try:
-        return sink.put_bytes(name, data, content_type="application/json")
+        return write(0)
     except AlreadyExists:
         if replace_if is None:
             raise
         info = sink.stat(name)
-        existing = read_json(sink, name)
-        if info is None or existing is None or not replace_if(existing):
+        if info is None or not replace_if(info):
             raise
+        return write(info.generation)
+
+
+def put_json(sink: Sink, name: str, payload: dict[str, Any], *,
+             replace_if: Callable[[dict[str, Any]], bool] | None = None) -> ObjectInfo:
+    """Write JSON create-only; when it exists and `replace_if(existing JSON)` is true, replace it
+    by generation (`write_conditionally`)."""
+    data = json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True).encode()
+
+    def write(generation: int) -> ObjectInfo:
         return sink.put_bytes(name, data, content_type="application/json",
-                              if_generation_match=info.generation)
+                              if_generation_match=generation)
+
+    def replace(_info: ObjectInfo) -> bool:
+        existing = read_json(sink, name)
+        return replace_if is not None and existing is not None and replace_if(existing)
+
+    return write_conditionally(sink, name, write, replace_if=replace if replace_if else None)
 
 
 def read_json(sink: Sink, name: str) -> dict[str, Any] | None:

@@ -19,8 +19,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from app import logs
-from app.monitor import ResourceMonitor, Watchdog, thread_stacks
 from app.reports import render_resource_report
+from app.resources import ResourceMonitor
+from app.watchdog import Watchdog, thread_stacks
 
 LABELS = {"job": "j", "execution": "e", "task_index": "0", "attempt": "0"}
 NUMERIC_FIELDS = {

@@ -30,10 +30,10 @@ from app.errors import (
     RequestTimeout,
     StorageError,
 )
-from app.fetch import FetchLoop, PageFetch
+from app.fetch import DayEnded, DayNotStarted, DayStarted, FetchLoop, PageArrived, PageFetch
 from app.http import HttpClient
 from app.models import Page, SkippedPage
-from app.pager import (
+from app.plans import (
     CountChanged,
     CountUnstable,
     InterruptedPage,
@@ -45,13 +45,13 @@ from app.pager import (
     Recovered,
     Reread,
     RetryPlan,
-    RunState,
     UnitOutcome,
-    Window,
 )
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
+from app.runstate import RunState
 from app.simulator import Fault, Simulator
+from app.window import Window
 from app.writer import Chunk, UnitWriter
 
 DAY = dt.date(2025, 1, 15)
@@ -970,6 +970,27 @@ class Recorder:
 DAYS = [DAY + dt.timedelta(days=n) for n in range(3)]
 
 
+def drive(loop: FetchLoop, queries: list[Query], recorder: Recorder) -> list[PageArrived]:
+    """Consume the loop's events as the job's account run does: each to the recorder, a failure
+    in handling one handed back to the loop (`fail`); the pages that arrived."""
+    arrived: list[PageArrived] = []
+    for event in loop.run(queries):
+        try:
+            match event:
+                case DayStarted(query=query):
+                    recorder.start(query)
+                case PageArrived(query=query, page=page):
+                    arrived.append(event)
+                    recorder.page(query, page)
+                case DayEnded(query=query, outcome=outcome):
+                    recorder.end(query, outcome)
+                case DayNotStarted(query=query):
+                    recorder.missing(query)
+        except Exception as exc:
+            loop.fail(event.query, exc)
+    return arrived
+
+
 def account_loop(source: SlowSource, *, concurrency: int = 2, depth: int = 4,
                  backoff: float = 0.0) -> tuple[FetchLoop, Window, RunState]:
     """The job's shape: a threaded window of `depth` pages, 2 more workers for sizing pages."""
@@ -1008,7 +1029,7 @@ def test_the_next_day_starts_in_the_last_round_and_two_days_at_most_are_open() -
     recorder = Recorder(source, store_seconds=0.2)
     loop, window, state = account_loop(source)
     with window:
-        arrivals = list(loop.run([Query(day, day) for day in DAYS], recorder))
+        arrivals = drive(loop, [Query(day, day) for day in DAYS], recorder)
     assert len(arrivals) == 60 and state.pages == 60
     assert recorder.answered_at_start[DAYS[1]] >= 20 - 2 - 4 - 1
     assert recorder.at("start", DAYS[1]) < recorder.at("stored", DAYS[0])
@@ -1031,7 +1052,7 @@ def test_a_store_failing_stops_the_account_and_is_raised() -> None:
     recorder = Recorder(source, fail_store=StorageError("403 on upload"))
     loop, window, state = account_loop(source)
     with window, pytest.raises(StorageError, match="403"):
-        list(loop.run([Query(day, day) for day in DAYS], recorder))
+        drive(loop, [Query(day, day) for day in DAYS], recorder)
     assert state.stop_reason == "fatal"
     assert recorder.outcomes[DAYS[1]].interrupted
     assert ("start", DAYS[2]) not in recorder.events
@@ -1054,7 +1075,7 @@ def test_days_not_started_when_the_run_stops_are_missing() -> None:
     loop, window, state = account_loop(source)
     state_box.append(state)
     with window:
-        list(loop.run([Query(day, day) for day in DAYS], recorder))
+        drive(loop, [Query(day, day) for day in DAYS], recorder)
     assert recorder.outcomes[DAYS[0]].interrupted
     assert [e for e in recorder.events if e[0] == "missing"] == \
         [("missing", DAYS[1]), ("missing", DAYS[2])]

@@ -17,11 +17,12 @@ from structlog.testing import capture_logs
 from app import logs
 from app.config import load_settings
 from app.job import Job
-from app.monitor import ResourceMonitor, Watchdog
 from app.progress import Progress
 from app.reports import render_resource_line
+from app.resources import ResourceMonitor
 from app.simulator import Fault, SimAccount
 from app.sinks import make_sink
+from app.watchdog import Watchdog
 from tests.support.jobrun import job_env, read_summary, run_job
 
 START, END = "2025-02-01", "2025-02-02"

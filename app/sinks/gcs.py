@@ -44,8 +44,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from app.deadline import Deadlines
 from app.errors import AlreadyExists, StorageCredentialsError, StorageError
-from app.http import Deadlines
 from app.sinks.base import (
     COMPOSE_MAX_SOURCES,
     COMPOSE_SCRATCH,

@@ -35,7 +35,7 @@ import urllib3
 from google.auth.credentials import Credentials
 from google.auth.transport.requests import AuthorizedSession, Request
 
-from app.http import Deadlines
+from app.deadline import Deadlines
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to establish a connection (never more than the request's deadline)."""

@@ -1,9 +1,9 @@
-"""The pages of one query (an account's day, or a date range): which are still to fetch (the page plan),
-and which are in flight (the window).
+"""The pages of one query (an account's day, or a date range) still to fetch: the page plans.
 
 The plans are pure and work as dlt's paginators: `next_page()` is the next page to request (None: none
-now), `update_state(number, result)` takes what came back and returns `Note`s (`apply_note` turns one into
-its log line or count), `finished` says whether the plan is over, `outcome` how it went.
+now), `update_state(number, result)` takes what came back and returns `Note`s (the fetch loop's
+`apply_note` turns one into its log line or count), `finished` says whether the plan is over, `outcome`
+how it went.
 
 `PagePlan`, the main pass:
 
@@ -21,25 +21,15 @@ its log line or count), `finished` says whether the plan is over, `outcome` how 
   wanted pages ends `interrupted`.
 
 `RetryPlan`, the second pass: the skipped pages again, all at once, each with a fresh attempt budget.
-
-`Window`: at most `concurrency` requests at a time, from up to `depth` pages handed out, results in arrival
-order. A page waiting out a back-off keeps its worker, not its request slot, so the pages behind it go
-ahead; a page that sizes a query goes out beside a full window. Without threads (the original interface) a
-page is fetched when it is handed out. `RunState` is what every fetch of a run shares: the skip list and
-its cap, the counters, the stop flag.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
-import queue
-import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Protocol
 
 from app.models import Page, SkippedPage
 
@@ -71,77 +61,6 @@ class InterruptedPage:
 
 PageResult = Page | SkippedPage | InterruptedPage
 """How fetching one page ended: fetched, given up on after every attempt, or interrupted."""
-
-
-class RunState:
-    """What every fetch of a run shares: the skip list and cap, counters, and the stop flag."""
-
-    def __init__(self, *, max_skipped_pages: int, stop: threading.Event | None = None) -> None:
-        self.max_skipped_pages = max_skipped_pages
-        self.stop = stop or threading.Event()
-        self.stop_reason: str | None = None
-        self.skipped: list[SkippedPage] = []
-        self.errors: collections.Counter[str] = collections.Counter()
-        self.pages = self.requests = self.auth_requests = self.rereads = 0
-        self._lock = threading.Lock()
-
-    @property
-    def stopped(self) -> bool:
-        return self.stop.is_set()
-
-    def request_stop(self, reason: str) -> None:
-        with self._lock:
-            if self.stop_reason is None:
-                self.stop_reason = reason
-        self.stop.set()
-
-    def count_error(self, error_class: str) -> None:
-        with self._lock:
-            self.errors[error_class] += 1
-
-    def count_page(self) -> None:
-        with self._lock:
-            self.pages += 1
-
-    def count_request(self, authentication: bool) -> None:
-        """An API request sent: `requests` counts every one the API saw (pages, their retries,
-        a page repeated after a rejected token, authentication); `auth_requests` those that
-        authenticated."""
-        with self._lock:
-            self.requests += 1
-            if authentication:
-                self.auth_requests += 1
-
-    def count_reread(self) -> None:
-        with self._lock:
-            self.rereads += 1
-
-    def add_skip(self, skip: SkippedPage) -> None:
-        """List a page given up on; more than `max_skipped_pages` stop the run. A page already listed (the
-        second pass failing it again) stays listed once, as first recorded."""
-        key = (skip.account, skip.date, skip.page)
-        with self._lock:
-            if any((s.account, s.date, s.page) == key for s in self.skipped):
-                return
-            self.skipped.append(skip)
-            over = len(self.skipped) > self.max_skipped_pages
-        if over:
-            self.request_stop("skip_cap")
-
-    def remove_skip(self, account: str, date: str, page: int) -> None:
-        with self._lock:
-            self.skipped = [s for s in self.skipped if (s.account, s.date, s.page) != (account, date, page)]
-
-    def skipped_for(self, account: str, date: str) -> list[SkippedPage]:
-        with self._lock:
-            return [s for s in self.skipped if (s.account, s.date) == (account, date)]
-
-    def as_dict(self) -> dict[str, Any]:
-        with self._lock:
-            return {"pages": self.pages, "requests": self.requests,
-                    "auth_requests": self.auth_requests,
-                    "retries": dict(sorted(self.errors.items())), "rereads": self.rereads,
-                    "skipped_pages": [s.as_dict() for s in self.skipped]}
 
 
 @dataclass
@@ -222,43 +141,6 @@ def answered(result: PageResult) -> Page | None:
     return None
 
 
-class EventLog(Protocol):
-    def info(self, event: str, **fields: Any) -> Any: ...
-    def warning(self, event: str, **fields: Any) -> Any: ...
-    def error(self, event: str, **fields: Any) -> Any: ...
-    def debug(self, event: str, **fields: Any) -> Any: ...
-
-
-class NullLog:
-    def info(self, event: str, **fields: Any) -> None: ...
-    def warning(self, event: str, **fields: Any) -> None: ...
-    def error(self, event: str, **fields: Any) -> None: ...
-    def debug(self, event: str, **fields: Any) -> None: ...
-
-
-def apply_note(note: Note, *, state: RunState, log: EventLog, account: str, q: Query) -> None:
-    """What a note means for the run: a log line, a count, a skip taken back."""
-    where = {"account": account, "date": q.label}
-    match note:
-        case Probe(page=page, dead=dead):
-            if not state.stopped:  # stopping: the probe will not be sent
-                log.warning("page_probe", **where, page=page, dead=dead)
-        case PastTheEnd(page=page):
-            state.remove_skip(account, q.label, page)
-        case CountChanged(old=old, new=new, page=page):
-            log.warning("count_changed", **where, old_count=old, new_count=new, page=page)
-        case Reread():
-            state.count_reread()
-        case CountUnstable(rereads=rereads):
-            log.warning("count_unstable", **where, rereads=rereads)
-        case Recovered(page=page):
-            state.remove_skip(account, q.label, page)
-            log.info("page_recovered", **where, page=page)
-        case ConfirmEmpty():
-            log.info("day_empty_confirm", **where)
-
-
-# -- the plans ---------------------------------------------------------------------------------------------
 
 
 class Plan(Protocol):
@@ -438,98 +320,3 @@ class RetryPlan:
         if self._todo:
             self.outcome.interrupted = True
         self.finished = True
-
-
-# -- the requests in flight --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """Page `page` of `query` came back; `result` is how it ended (or raises what it raised)."""
-
-    query: Query
-    page: int
-    sizing: bool
-    future: Future[PageResult]
-
-    @property
-    def result(self) -> PageResult:
-        return self.future.result()
-
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-class _Inline(Executor):
-    """Runs each call at once, in the caller's thread."""
-
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        future: Future[T] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:  # handed to whoever asks, as a pool would
-            future.set_exception(exc)
-        return future
-
-
-class Window:
-    """An account's requests in flight (see the module docstring); `threads` 0: inline."""
-
-    def __init__(self, fetch: Callable[[Query, int, AbstractContextManager[Any]], PageResult], *,
-                 concurrency: int = 1, depth: int = 1, threads: int = 0, name: str = "fetch") -> None:
-        self._fetch = fetch
-        self._slots = threading.BoundedSemaphore(max(1, concurrency))
-        self.depth = max(1, depth)
-        self._pool: Executor = (ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
-                                if threads > 0 else _Inline())
-        self._landed: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
-        self._out: set[Future[PageResult]] = set()
-        self.pending = self._in_window = 0  # pages handed out, not returned by `next()` yet
-
-    def __enter__(self) -> Window:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """No page in flight any more (see `abandon`), no worker left."""
-        self.abandon()
-        self._pool.shutdown()
-
-    def has_room(self) -> bool:
-        """Another page (one that does not size a query) may be handed out."""
-        return self._in_window < self.depth
-
-    def has_landed(self) -> bool:
-        """A page came back that `next()` has not returned yet."""
-        return not self._landed.empty()
-
-    def submit(self, query: Query, page: int, *, sizing: bool = False) -> None:
-        self.pending += 1
-        self._in_window += not sizing
-        future = self._pool.submit(self._fetch, query, page, self._slots)
-        self._out.add(future)
-        future.add_done_callback(lambda f: self._landed.put(Arrival(query, page, sizing, f)))
-
-    def next(self) -> Arrival:
-        """The next page back, in arrival order (waiting for it)."""
-        assert self.pending > 0, "nothing handed out"
-        arrival = self._landed.get()
-        self._out.discard(arrival.future)
-        self.pending -= 1
-        self._in_window -= not arrival.sizing
-        return arrival
-
-    def abandon(self) -> None:
-        """Forget what is handed out: pages not started never are, the others are waited for (no request
-        outlives its loop)."""
-        for future in list(self._out):
-            future.cancel()
-        for future in list(self._out):
-            if not future.cancelled():
-                future.exception()
-        self._out.clear()
-        self._landed = queue.SimpleQueue()
-        self.pending = self._in_window = 0
