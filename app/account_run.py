@@ -51,6 +51,7 @@ from app.plans import Query, UnitOutcome
 from app.runstate import RunState
 from app.sinks import ObjectInfo, Sink
 from app.store import (
+    RACE_ATTEMPTS,
     DayChange,
     DayStore,
     Replacement,
@@ -67,10 +68,6 @@ from app.writer import CHUNK_BYTES, UnitWriter
 
 if TYPE_CHECKING:
     from app.http import HttpClient
-
-RACE_ATTEMPTS = 3
-"""Serving a snapshot that another execution replaces meanwhile: look again this many times."""
-
 
 @dataclass(frozen=True)
 class Unit:
@@ -252,10 +249,6 @@ class AccountRun:
                                      read_again=query in self._started)
         self._started.add(query)
 
-    def _stop_reason(self) -> StopReason | None:
-        reason = self.ctx.state.stop_reason
-        return StopReason(reason) if reason is not None else None
-
     def _add_report(self, report: UnitReport) -> None:
         self.ctx.add_report(report)
 
@@ -274,7 +267,7 @@ class AccountRun:
         lose records of the stored day)."""
         unit, writer = open_unit.unit, open_unit.writer
         name = unit.account.name
-        stop = self._stop_reason()
+        stop = self.ctx.state.stop_reason
         day = DayFetch(interrupted=outcome.interrupted, skipped=bool(outcome.skipped),
                        capped=writer.capped, records=writer.records, count=outcome.count,
                        second_pass_done=True, read_again=open_unit.read_again, stop_reason=stop)

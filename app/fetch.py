@@ -396,9 +396,8 @@ class FetchLoop:
         held for the second pass (`settle` decides)."""
         for query in [q for q, plan in plans.items() if plan.finished]:
             outcome = plans.pop(query).outcome
-            stop = self.state.stop_reason
             verdict = settle(DayFetch(interrupted=outcome.interrupted, skipped=bool(outcome.skipped),
-                                      stop_reason=StopReason(stop) if stop else None))
+                                      stop_reason=self.state.stop_reason))
             if verdict.disposition is Disposition.HOLD:
                 held.append((query, outcome))
                 continue

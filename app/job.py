@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from app import summary as summary_mod
 from app.account_run import (
-    RACE_ATTEMPTS,
     AccountRun,
     RecordBudget,
     RunContext,
@@ -41,7 +40,7 @@ from app.resources import ResourceMonitor
 from app.result import RunResult
 from app.runstate import RunState
 from app.sinks import ObjectInfo, Sink, StorageRetry
-from app.store import DayStore, RunLayout, Snapshot, iso_utc, recorded_change
+from app.store import RACE_ATTEMPTS, DayStore, RunLayout, Snapshot, iso_utc, recorded_change
 from app.summary import UnitReport
 from app.telemetry import Telemetry
 from app.watchdog import Watchdog
@@ -282,10 +281,6 @@ class Job:
 
     # ------------------------------------------------------------------ ending
 
-    def _stop_reason(self) -> StopReason | None:
-        reason = self.state.stop_reason
-        return StopReason(reason) if reason is not None else None
-
     def _end(self) -> JobResult:
         """`_finish`, unless storage has failed for the run (before or during it): then the
         summary is tried once (`_finish_without_storage`)."""
@@ -302,7 +297,7 @@ class Job:
         task's) is tried once, through a fresh client with a short deadline."""
         settings = self.settings
         self._fatal = self._fatal or self.sink.health.failure
-        outcome = decide((r.state for r in self.reports), self._stop_reason(), self._fatal,
+        outcome = decide((r.state for r in self.reports), self.state.stop_reason, self._fatal,
                          fail_on_skipped=settings.fail_on_skipped_pages)
         task = self._task_summary(outcome.status)
         summary: dict[str, Any] = task
@@ -331,7 +326,7 @@ class Job:
 
     def _finish(self) -> JobResult:
         settings = self.settings
-        outcome = decide((r.state for r in self.reports), self._stop_reason(), self._fatal,
+        outcome = decide((r.state for r in self.reports), self.state.stop_reason, self._fatal,
                          fail_on_skipped=settings.fail_on_skipped_pages)
         task = self._task_summary(outcome.status)
         put_json(self.sink, self.layout.task_summary(settings.task.index), task,

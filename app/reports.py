@@ -8,7 +8,7 @@ measured shows its error text, and everything else in the block still prints.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from app.messages import (
     MISSING,
@@ -148,21 +148,29 @@ _RESOURCE_FIELDS = (
 )
 
 
-def render_resource_report(title: str, snapshot: Mapping[str, object], language: str) -> str:
-    """The resource block: one aligned row per snapshot field, a failed field shows its error."""
-    shown_title = render_message(title, {}, language) if title in ("heartbeat",) else title
-    rows: list[tuple[str, str]] = []
-    for key, name, render in _RESOURCE_FIELDS:
+def _field_values(fields: Iterable[tuple[str, str, Callable[[Mapping[str, object], str], str]]],
+                  snapshot: Mapping[str, object], language: str) -> list[tuple[str, str]]:
+    """(label, rendered value) of each snapshot field; a failed field shows its error, and an odd
+    value its repr, never hiding the others."""
+    values: list[tuple[str, str]] = []
+    for key, name, render in fields:
         part = _field(snapshot, key)
         failure = _failed(part, language)
         if failure is None and part is not None:
             try:
                 value = render(part, language)
-            except Exception as exc:  # an odd value must not hide the other rows
+            except Exception as exc:
                 value = f"{label('failed', language)}: {exc!r}"
         else:
             value = failure or MISSING
-        rows.append((label(name, language), value))
+        values.append((label(name, language), value))
+    return values
+
+
+def render_resource_report(title: str, snapshot: Mapping[str, object], language: str) -> str:
+    """The resource block: one aligned row per snapshot field, a failed field shows its error."""
+    shown_title = render_message(title, {}, language) if title in ("heartbeat",) else title
+    rows = _field_values(_RESOURCE_FIELDS, snapshot, language)
     uptime = snapshot.get("uptime_seconds")
     rows.insert(0, (label("uptime", language), human_duration(uptime, language)
                     if uptime is not None else MISSING))
@@ -196,18 +204,8 @@ def render_resource_line(title: str, snapshot: Mapping[str, object], language: s
     """The resource diagnosis in one line (a retry's): memory, CPU, connections and whether the
     API accepts a connection; a failed field shows its error. `unreported`: retries of the
     same account since its last such line, which got none."""
-    parts: list[str] = []
-    for key, name, render in _RESOURCE_LINE_FIELDS:
-        part = _field(snapshot, key)
-        failure = _failed(part, language)
-        if failure is None and part is not None:
-            try:
-                value = render(part, language)
-            except Exception as exc:  # an odd value must not hide the other fields
-                value = f"{label('failed', language)}: {exc!r}"
-        else:
-            value = failure or MISSING
-        parts.append(f"{label(name, language)} {value}")
+    parts = [f"{name} {value}" for name, value in
+             _field_values(_RESOURCE_LINE_FIELDS, snapshot, language)]
     colon = ": " if language == "en" else "："
     text = f"{label('resource_title', language)} · {title}{colon}" + " · ".join(parts)
     if unreported:

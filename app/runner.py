@@ -102,13 +102,18 @@ def open_sink(settings: Settings) -> Sink:
 
 
 def open_sink_or_exit_code(settings: Settings) -> Sink | int:
-    """`open_sink`, or the exit code of its failure, logged as `run` logs it (missing
-    credentials: storage_credentials_missing, exit 2). For `python -m app status`."""
+    """`open_sink`, or the exit code of its failure, logged: a bucket that does not exist or
+    storage answering 403 (storage_config_invalid) and missing credentials
+    (storage_credentials_missing) exit 2 naming GCS_BUCKET. For the job and `status` alike."""
     from app.logs import get_logger
 
     log = get_logger()
     try:
         return open_sink(settings)
+    except StorageConfigError as exc:
+        log.error("storage_config_invalid", error_class=exc.error_class, variable="GCS_BUCKET",
+                  bucket=settings.gcs_bucket, status=exc.status, error=str(exc))
+        return _exit_code(exc)
     except StorageCredentialsError as exc:
         log.error("storage_credentials_missing", error_class=exc.error_class,
                   variable="GCS_BUCKET", bucket=settings.gcs_bucket, error=str(exc))
@@ -128,19 +133,9 @@ def run(settings: Settings, *, env: Mapping[str, str]) -> int:
     from app.reports import render_final_summary, render_skip_report
 
     log = get_logger()
-    try:
-        sink = open_sink(settings)
-    except StorageConfigError as exc:
-        log.error("storage_config_invalid", error_class=exc.error_class, variable="GCS_BUCKET",
-                  bucket=settings.gcs_bucket, status=exc.status, error=str(exc))
-        return _exit_code(exc)
-    except StorageCredentialsError as exc:
-        log.error("storage_credentials_missing", error_class=exc.error_class,
-                  variable="GCS_BUCKET", bucket=settings.gcs_bucket, error=str(exc))
-        return _exit_code(exc)
-    except JobError as exc:
-        log.error("run_failed", error_class=exc.error_class, error=str(exc))
-        return _exit_code(exc)
+    sink = open_sink_or_exit_code(settings)
+    if isinstance(sink, int):
+        return sink
     job = Job(settings, sink=sink)
 
     done = threading.Event()

@@ -8,6 +8,7 @@ import threading
 from typing import Any, Protocol
 
 from app.models import SkippedPage
+from app.outcome import StopReason
 
 
 class RunState:
@@ -16,7 +17,7 @@ class RunState:
     def __init__(self, *, max_skipped_pages: int, stop: threading.Event | None = None) -> None:
         self.max_skipped_pages = max_skipped_pages
         self.stop = stop or threading.Event()
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
         self.skipped: list[SkippedPage] = []
         self.errors: collections.Counter[str] = collections.Counter()
         self.pages = self.requests = self.auth_requests = self.rereads = 0
@@ -26,7 +27,7 @@ class RunState:
     def stopped(self) -> bool:
         return self.stop.is_set()
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: StopReason) -> None:
         with self._lock:
             if self.stop_reason is None:
                 self.stop_reason = reason
@@ -63,7 +64,7 @@ class RunState:
             self.skipped.append(skip)
             over = len(self.skipped) > self.max_skipped_pages
         if over:
-            self.request_stop("skip_cap")
+            self.request_stop(StopReason.SKIP_CAP)
 
     def remove_skip(self, account: str, date: str, page: int) -> None:
         with self._lock:

@@ -51,8 +51,9 @@ from app.sinks import ObjectInfo, Sink
 
 DAYS_PREFIX = "days/"
 RUNS_PREFIX = "runs/"
-REPLACE_ATTEMPTS = 5
-"""A replace that loses a generation race looks again; this many times at most."""
+RACE_ATTEMPTS = 5
+"""A write or a copy that loses a race with another execution (the day's snapshot replaced
+meanwhile) looks again; this many times at most (replace, reuse, keep)."""
 CHANGES_KEY = "execution_changes"
 """Snapshot metadata: the changes the snapshot's execution made to the day, all its attempts
 so far (JSON: added, removed, transitions)."""
@@ -350,7 +351,7 @@ class DayStore:
         makes it look again (and ask `accept` again) rather than overwrite; the change is
         computed against exactly the version replaced."""
         name = day_object(account, date)
-        for _ in range(REPLACE_ATTEMPTS):
+        for _ in range(RACE_ATTEMPTS):
             current = self.look(account, date)
             if current is not None and current.rank >= meta.rank:
                 accept(current, None)
@@ -372,7 +373,7 @@ class DayStore:
             except AlreadyExists:
                 continue
             return Replacement(True, Snapshot(info, meta), change, total)
-        raise StorageError(f"{name}: replaced concurrently {REPLACE_ATTEMPTS} times in a row")
+        raise StorageError(f"{name}: replaced concurrently {RACE_ATTEMPTS} times in a row")
 
     def copy_for_run(self, snapshot: Snapshot, target: str) -> ObjectInfo | None:
         """Copy `snapshot` into this run's folder as `target`; None when the day's snapshot

@@ -33,6 +33,7 @@ from app.errors import (
 from app.fetch import DayEnded, DayNotStarted, DayStarted, FetchLoop, PageArrived, PageFetch
 from app.http import HttpClient
 from app.models import Page, SkippedPage
+from app.outcome import StopReason
 from app.plans import (
     CountChanged,
     CountUnstable,
@@ -491,7 +492,7 @@ def test_requests_cut_by_sigterm_are_interrupted_not_skipped(scripted_loop: Any,
         nonlocal aborted
         if page == 3:
             aborted = True
-            state_box[0].request_stop("interrupted")  # what the SIGTERM handler does
+            state_box[0].request_stop(StopReason.INTERRUPTED)  # what the SIGTERM handler does
         return RequestInterrupted("request cut short: the job is stopping") if aborted else None
 
     source = ScriptedSource(1000, script)
@@ -513,7 +514,7 @@ def test_any_failure_while_the_run_stops_is_interrupted(scripted_loop: Any) -> N
 
     def script(page: int, attempt: int) -> FetchError | None:
         if page == 2:
-            state_box[0].request_stop("interrupted")
+            state_box[0].request_stop(StopReason.INTERRUPTED)
             return RequestTimeout("request exceeded 30s")
         return None
 
@@ -533,7 +534,7 @@ def test_a_page_in_back_off_when_the_run_stops_is_not_sent_again_nor_skipped(
     state_box: list[RunState] = []
 
     def stop_while_waiting(seconds: float) -> None:
-        state_box[0].request_stop("interrupted")
+        state_box[0].request_stop(StopReason.INTERRUPTED)
 
     source = ScriptedSource(300, lambda page, attempt: HTTPStatusError("HTTP 500", status=500)
                             if page == 2 else None)
@@ -1067,7 +1068,7 @@ def test_days_not_started_when_the_run_stops_are_missing() -> None:
 
     def stop_on_page_two(day: dt.date, page: int) -> int:
         if page == 2:
-            state_box[0].request_stop("interrupted")
+            state_box[0].request_stop(StopReason.INTERRUPTED)
         return 0
 
     source = SlowSource(2000, 0.01, fail=stop_on_page_two)

@@ -429,3 +429,18 @@ def test_the_readme_example_is_real_output(tmp_path: Path) -> None:
     section = readme[readme.index("## Status: the store at a glance"):]
     example = section[section.index("📦"):section.index("```", section.index("📦"))]
     assert out.replace(str(root), "/srv/output") == example
+
+
+@pytest.mark.timeout(60)
+def test_a_bucket_that_does_not_exist_exits_2_naming_gcs_bucket(gcs_emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """status opens storage as the job does: a GCS_BUCKET that does not exist exits 2 with the
+    job's storage_config_invalid entry naming GCS_BUCKET, and prints no table."""
+    home = tmp_path / "home"
+    home.mkdir()
+    run = run_status({"GCS_BUCKET": "no-such-bucket-here", "STORAGE_EMULATOR_HOST": gcs_emulator.host,
+                      "LOG_FORMAT": "json", "HOME": str(home), "NO_GCE_CHECK": "True"}, "--json")
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    entries = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    (entry,) = [e for e in entries if e.get("event") == "storage_config_invalid"]
+    assert entry["variable"] == "GCS_BUCKET"
