@@ -1,7 +1,7 @@
 """One HTTP POST with a hard wall-clock deadline, whatever the server does.
 
 Built on a `requests.Session` with one `HTTPAdapter` mounted for http:// and https://: never
-retried (`max_retries=0`, the pager owns retries) or redirected, one pool of `pool_size`
+retried (`max_retries=0`, the fetch layer owns retries) or redirected, one pool of `pool_size`
 connections per host, cookies refused, nothing taken from the environment (proxies, .netrc,
 CA bundle: `trust_env` off; requests verifies against certifi's bundle).
 
@@ -151,7 +151,7 @@ class HttpClient:
         session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         session.headers.update({"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"})
         # One host; keep up to pool_size idle connections; never wait for a free one (how many
-        # requests are in flight is the pager's decision, and a wait would eat the deadline).
+        # requests are in flight is the fetch layer's decision, and a wait would eat the deadline).
         self._deadlines = Deadlines(clock)
         adapter = self._deadlines.adapter(max_retries=0, pool_connections=1,
                                           pool_maxsize=pool_size, pool_block=False)

@@ -1,6 +1,6 @@
 """The original WeeklyReporter module (`modules/involve_asia_api.py`), drop-in: a host program
 replaces that file with `from app.involve_asia import *` and runs unchanged (see the contract,
-"The original interface"), on this job's fetch core: the API client (`app.api`), the pager,
+"The original interface"), on this job's fetch core: the API client (`app.api`), the page plans,
 the throttle and the retry policy.
 
 Settings, in this order (the first that has a value wins; None counts as no value):
