@@ -305,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Exit codes: 0 all data written; 1 failed, a retry may help; 2 bad configuration or "
-            "credentials; 3 finished but pages stayed skipped. Cloud Run sets CLOUD_RUN_JOB, "
+            "credentials; 3 finished but pages stayed skipped, a day stayed short, or a refresh "
+            "would have shrunk a snapshot; 130 stopped by Ctrl-C. `python -m app status` shows "
+            "the day store. Cloud Run sets CLOUD_RUN_JOB, "
             "CLOUD_RUN_EXECUTION, CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_COUNT, CLOUD_RUN_TASK_ATTEMPT."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
