@@ -173,7 +173,7 @@ def test_a_secret_given_as_a_flag_is_refused_unseen(simulator: Simulator, tmp_pa
     """A secret on the command line (readable in every process list) is refused: exit 2 before
     any request, the message names the flag and the variable to use, and never the value."""
     value = ("made-up-flag-secret-4711" if flag.endswith("secret") else
-             json.dumps([{"name": "a", "secret": "made-up-flag-secret-4711"}]))
+             json.dumps([{"name": "a", "secret": "made-up-flag-secret-4711"}]))  # pragma: allowlist secret
     env = job_env(simulator.base_url, DAY, DAY, OUTPUT_DIR=str(tmp_path))
     run = run_job(env, timeout=60, args=[flag, value])
     assert run.code == 2, run.stderr[-2000:]

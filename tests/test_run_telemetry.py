@@ -135,8 +135,8 @@ def test_two_accounts_progress_lines_tell_each_accounts_real_rate(make_simulator
     answers, a page of the first retried: every progress line gives its account's own rate
     within 10 % of the rate the simulator saw it fetch at; page percentages are pages done of
     the day and never go backwards."""
-    accounts = [SimAccount(name="quick", key="general", secret="made-up-1"),
-                SimAccount(name="slow", key="general", secret="made-up-2")]
+    accounts = [SimAccount(name="quick", key="general", secret="made-up-1"),  # pragma: allowlist secret
+                SimAccount(name="slow", key="general", secret="made-up-2")]  # pragma: allowlist secret
     sim = make_simulator(accounts=accounts, records_per_day=2000, rate_limit_per_minute=None)
     sim.add_fault(Fault(kind="latency", account="slow", params={"seconds": 0.3}))
     sim.add_fault(Fault(kind="http_502", account="quick", date=DAYS[0].isoformat(), page=3,

@@ -229,7 +229,8 @@ def test_cli_expect_prints_what_a_run_against_the_same_options_stored(tmp_path: 
     start, end = "2025-01-02", "2025-01-04"
     days = ["2025-01-02", "2025-01-03", "2025-01-04"]
     accounts = [{"name": "shop", "key": "general", "secret": "cli-secret"},
-                {"name": "mall", "key": "k2", "secret": "cli-secret-2", "currency": "SGD"}]
+                {"name": "mall", "key": "k2", "secret": "cli-secret-2",  # pragma: allowlist secret
+                 "currency": "SGD"}]
     options = ["--accounts", json.dumps(accounts), "--records-per-day", "130", "--seed", "5"]
     command = [sys.executable, "-m", "app.simulator", "--port", "0", "--rate-limit", "0",
                *options]
