@@ -485,10 +485,11 @@ class InvolveAsiaAPI:
             with closing(loop.run([query])) as events:
                 for event in events:
                     if isinstance(event, DayEnded):
-                        # what the run state still lists: dead twice, or never retried (stopped)
-                        still = [s.page for s in state.skipped_for(label_, query.label)]
+                        # the pages still skipped, as the job reads them: dead in both passes, or
+                        # never retried (stopped)
                         outcome = event.outcome
-                        self._note_outcome(outcome.count, outcome.total_pages, outcome.pages, still)
+                        self._note_outcome(outcome.count, outcome.total_pages, outcome.pages,
+                                           outcome.skipped)
                     if not isinstance(event, PageArrived):
                         continue
                     for record in event.page.records:  # a page that stayed short: its records too

@@ -70,10 +70,6 @@ class RunState:
         with self._lock:
             self.skipped = [s for s in self.skipped if (s.account, s.date, s.page) != (account, date, page)]
 
-    def skipped_for(self, account: str, date: str) -> list[SkippedPage]:
-        with self._lock:
-            return [s for s in self.skipped if (s.account, s.date) == (account, date)]
-
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
             return {"pages": self.pages, "requests": self.requests,
