@@ -210,7 +210,9 @@ class LocalSink:
                 fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
                                                 suffix=TEMP_SUFFIX)
                 return fd, Path(tmp_name)
-            except FileNotFoundError:
+            except (FileNotFoundError, FileExistsError):
+                # FileExistsError: pathlib's mkdir found the folder there, then a delete removed
+                # it before its is_dir() check. A file in the folder's place fails every try.
                 if attempt >= MKDIR_ATTEMPTS:
                     raise
                 attempt += 1
