@@ -240,6 +240,34 @@ def test_uploads_failing_mid_run_stop_the_account_after_at_most_one_more_day(
     assert 1 <= len(fetched) <= 3, sorted(fetched)
 
 
+def _signal_mid_run(proc: subprocess.Popen[str], sim: Simulator, bucket_sink: Any,
+                    signum: int) -> float:
+    """Once two days are stored, make the request in flight never answer, then send `signum`;
+    the time it was sent."""
+    deadline = time.monotonic() + 60
+    while len(_done_days(bucket_sink)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    sim.add_fault(Fault(kind="no_answer"))  # the request in flight at the signal never answers
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    return sent
+
+
+def _assert_rerun_completes(sim: Simulator, bucket_sink: Any, env: dict[str, str],
+                            done: set[Any]) -> None:
+    """A rerun (another execution) fetches none of the days already stored and delivers the
+    range with every record once."""
+    sim.clear_faults()
+    before = len(sim.ledger.snapshot())
+    rerun = run_job({**env, "CLOUD_RUN_EXECUTION": "ia-x2"})
+    assert rerun.code == 0, rerun.stderr[-3000:]
+    refetched = {e.start_date for e in sim.ledger.snapshot()[before:] if e.endpoint == "range"}
+    assert not refetched & done
+    _assert_exactly_once(sim, bucket_sink, f"runs/{RANGE}/ia-x2")
+
+
 @pytest.mark.timeout(120)
 def test_sigterm_exits_1_within_10_s_and_a_rerun_completes(make_simulator,
                                                            gcs_emulator: GcsEmulator,
@@ -250,14 +278,7 @@ def test_sigterm_exits_1_within_10_s_and_a_rerun_completes(make_simulator,
                          hang_seconds=60.0)
     env = _env(sim, gcs_emulator, REQUEST_TIMEOUT="30", FETCH_CONCURRENCY="1")
     proc = start_job(env, stdout=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while len(_done_days(bucket_sink)) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    sim.add_fault(Fault(kind="no_answer"))  # the request in flight at SIGTERM never answers
-    time.sleep(0.3)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    sent = _signal_mid_run(proc, sim, bucket_sink, signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert time.monotonic() - sent < 10
     assert proc.returncode == 1, err[-3000:]
@@ -272,13 +293,7 @@ def test_sigterm_exits_1_within_10_s_and_a_rerun_completes(make_simulator,
     names = [e.get("event") for e in events]
     assert "unit_started" not in names[names.index("sigterm_received"):]
     assert summary["skipped_pages"] == [] and "timeout" not in summary["retries"]
-    sim.clear_faults()
-    before = len(sim.ledger.snapshot())
-    rerun = run_job({**env, "CLOUD_RUN_EXECUTION": "ia-x2"})
-    assert rerun.code == 0, rerun.stderr[-3000:]
-    refetched = {e.start_date for e in sim.ledger.snapshot()[before:] if e.endpoint == "range"}
-    assert not refetched & done
-    _assert_exactly_once(sim, bucket_sink, f"runs/{RANGE}/ia-x2")
+    _assert_rerun_completes(sim, bucket_sink, env, done)
 
 
 @pytest.mark.timeout(300)
@@ -322,14 +337,7 @@ def test_ctrl_c_stops_like_sigterm_exits_130_and_a_rerun_completes(
                TMPDIR=str(scratch))
     proc = start_job(env, stdout=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while len(_done_days(bucket_sink)) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        sim.add_fault(Fault(kind="no_answer"))  # the request in flight at SIGINT never answers
-        time.sleep(0.3)
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        sent = _signal_mid_run(proc, sim, bucket_sink, signal.SIGINT)
         if presses == 2:
             time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
@@ -355,10 +363,4 @@ def test_ctrl_c_stops_like_sigterm_exits_130_and_a_rerun_completes(
     assert list(scratch.iterdir()) == []
     done = _done_days(bucket_sink)
     assert len(done) >= 2
-    sim.clear_faults()
-    before = len(sim.ledger.snapshot())
-    rerun = run_job({**env, "CLOUD_RUN_EXECUTION": "ia-x2"})
-    assert rerun.code == 0, rerun.stderr[-3000:]
-    refetched = {e.start_date for e in sim.ledger.snapshot()[before:] if e.endpoint == "range"}
-    assert not refetched & done
-    _assert_exactly_once(sim, bucket_sink, f"runs/{RANGE}/ia-x2")
+    _assert_rerun_completes(sim, bucket_sink, env, done)
