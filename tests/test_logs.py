@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import string
 import subprocess
 import sys
@@ -757,19 +758,21 @@ def test_the_language_fallback_is_decided_in_one_place(value: object, code: str)
 @pytest.mark.parametrize("fmt", ["console", "json"])
 def test_only_json_logs_import_google_cloud_logging(fmt: str) -> None:
     """JSON lines are written by google-cloud-logging's handler; a console run never pays for
-    its import."""
+    its import, and a JSON run does not load the Logging API's gRPC clients it never calls."""
     code = (
         "import sys\n"
         "from app import logs\n"
         f"logs.configure_logging(fmt={fmt!r}, language='en', labels={{}}, stream=sys.stderr)\n"
         "logs.get_logger().info('heartbeat')\n"
         "print('google.cloud.logging_v2' in sys.modules)\n"
+        "print(any(m.startswith('google.cloud.logging_v2.services') for m in sys.modules))\n"
     )
+    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_CLOUD_DISABLE_GRPC"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-        timeout=25,
+        timeout=25, env=env,
     )  # fmt: skip
-    assert result.stdout.strip() == str(fmt == "json")
+    assert result.stdout.split() == [str(fmt == "json"), "False"]
     if fmt == "json":
         assert json.loads(result.stderr)["message"] == "💓 Heartbeat"
     else:
