@@ -117,8 +117,8 @@ class Job:
         self._context = RunContext(
             settings=settings, sink=sink, store=self.store, layout=self.layout,
             run_id=self.run_id, currency=self.currency, stop=self.stop, tally=self.tally,
-            budget=self.budget,
-            clients=self._clients, listener=self.telemetry, add_report=self._add_report,
+            budget=self.budget, clients=self._clients, listener=self.telemetry,
+            add_report=self._add_report,
             clock=clock, wall_clock=wall_clock, sleep=self._sleep, token_ttl=token_ttl,
             chunk_bytes=chunk_bytes)
         self.result = RunResult(
