@@ -6,6 +6,10 @@ and turns the events into data: each day's pages go into its writer (`writer.Uni
 dropped, stored in the run's folder and then in the day store when it ranks above the snapshot there
 (`store.DayStore.replace`), read once more, or kept from the complete snapshot there. What became of each
 day is handed to the job as a `UnitReport`.
+
+It reads the run's stop token (`runstate.RunStop`) and asks for a stop only through the loop
+(`FetchLoop.stop`: MAX_RECORDS_LIMIT reached); the run's `runstate.FetchTally` it hands to the fetch
+layer, which alone writes it.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from app.outcome import (
 )
 from app.output import UnitOutput
 from app.plans import Query, UnitOutcome
-from app.runstate import RunState
+from app.runstate import FetchTally, RunStop
 from app.sinks import ObjectInfo, Sink
 from app.store import (
     RACE_ATTEMPTS,
@@ -133,7 +137,10 @@ class RunContext:
     layout: RunLayout
     run_id: str
     currency: str
-    state: RunState
+    stop: RunStop
+    """The run's stop token: read here; the job and the fetch layer request it."""
+    tally: FetchTally
+    """The run's fetch bookkeeping, for the fetch layer (it alone writes it)."""
     budget: RecordBudget
     clients: list[HttpClient]
     """Every account's HTTP client, for SIGTERM and a storage failure to abort."""
@@ -191,13 +198,13 @@ class AccountRun:
             request_delay=settings.request_delay, currency=settings.preferred_currency,
             max_retries=settings.max_retry_attempts, backoff=settings.retry_backoff,
             rate_limit_delay=settings.rate_limit_delay, clock=ctx.clock, sleep=ctx.sleep,
-            log=self.log, on_request=ctx.state.count_request, token_ttl=ctx.token_ttl,
+            log=self.log, requests=ctx.tally, token_ttl=ctx.token_ttl,
             pool_size=settings.fetch_concurrency + 2)
         ctx.clients.append(stack.http)
-        if ctx.state.stopped:
+        if ctx.stop.stopped:
             stack.http.abort_all()
-        fetch = PageFetch(client=stack.client, policy=stack.policy, state=ctx.state, account=name,
-                          page_limit=settings.page_limit, sleep=ctx.sleep, clock=ctx.clock,
+        fetch = PageFetch(client=stack.client, policy=stack.policy, stop=ctx.stop, tally=ctx.tally,
+                          account=name, page_limit=settings.page_limit, sleep=ctx.sleep, clock=ctx.clock,
                           log=self.log, listener=ctx.listener)
         self._units = {Query(unit.day, unit.day): unit for unit in units}
         depth = settings.fetch_concurrency * PAGE_WINDOW_FACTOR
@@ -206,7 +213,7 @@ class AccountRun:
             # pages behind a retrying page go ahead; one more per lane for the pages that size a day.
             with Window(fetch, concurrency=settings.fetch_concurrency, depth=depth,
                         threads=depth + UNIT_LANES, name=f"fetch-{name}") as window:
-                loop = FetchLoop(window=window, state=ctx.state, account=name,
+                loop = FetchLoop(window=window, stop=ctx.stop, tally=ctx.tally, account=name,
                                  concurrency=settings.fetch_concurrency, log=self.log)
                 for event in loop.run(list(self._units)):
                     try:
@@ -215,8 +222,7 @@ class AccountRun:
                         loop.fail(event.query, exc)
         except JobError as exc:
             self.log.error("run_failed", error_class=exc.error_class, error=str(exc))
-            ctx.state.request_stop(StopReason.FATAL)
-            raise
+            raise  # the job stops the run
 
     def _take(self, event: FetchEvent, loop: FetchLoop) -> None:
         """One event of the fetch loop."""
@@ -227,9 +233,9 @@ class AccountRun:
                 writer = self._open[query].writer
                 if page.records:
                     writer.write(page.records)
-                    if writer.capped and self.ctx.state.stop_reason is None:
+                    if writer.capped and self.ctx.stop.reason is None:
                         self.log.warning("max_records_reached", limit=self.ctx.budget.limit)
-                        self.ctx.state.request_stop(StopReason.MAX_RECORDS)
+                        loop.stop(StopReason.MAX_RECORDS)
             case DayEnded(query=query, outcome=outcome):
                 if self._finish_unit(self._open.pop(query), outcome, self.log):
                     loop.read_again(query)
@@ -267,7 +273,7 @@ class AccountRun:
         lose records of the stored day)."""
         unit, writer = open_unit.unit, open_unit.writer
         name = unit.account.name
-        stop = self.ctx.state.stop_reason
+        stop = self.ctx.stop.reason
         day = DayFetch(interrupted=outcome.interrupted, skipped=bool(outcome.skipped),
                        capped=writer.capped, records=writer.records, count=outcome.count,
                        second_pass_done=True, read_again=open_unit.read_again, stop_reason=stop)

@@ -2,18 +2,19 @@
 plans through its window and yields what happened as events (`FetchLoop`), and the one place an account's
 client stack is opened (`open_account`), for the job and the original interface alike. It knows nothing
 of where records go: the consumer of the events does (the job's `app.account_run`, or
-`app.involve_asia`).
+`app.involve_asia`). It alone writes the run's `runstate.FetchTally` (counters, skip list), and reads and
+requests the run's `runstate.RunStop` (a fatal error, the skip cap, and the consumer's `FetchLoop.stop`).
 
 - `PageFetch`: one page, every attempt. As tenacity splits it: whether to try again is the policy's
   `should_retry` (the stop), how long to wait first its `wait_before_retry` (the wait), the wait itself the
-  injected `sleep`. A page ends a `Page`, a `SkippedPage` (every attempt failed: recorded in the run state,
-  the run goes on) or an `InterruptedPage` (SIGTERM cut it short, or it failed while the run stops: not a
-  skip, not a retry, not counted). Bad credentials and a rejected request are raised; so is `ApiUnreachable`
-  when an account never answered and its last `UNREACHABLE_AFTER` requests could not connect. Log lines
-  give three times apart: the request (`duration_ms`), the pacing by design (`pacing_ms`: the wait for the
-  account's throttle, and for a request slot while the throttle kept its full pace), and waiting beyond
-  that pace (`wait_ms`: for a slot held by requests slower to answer than the throttle allows). A
-  `FetchListener` (telemetry) hears of each page and each retry or skip.
+  injected `sleep`. A page ends a `Page`, a `SkippedPage` (every attempt failed: listed in the run's
+  `FetchTally`, the run goes on) or an `InterruptedPage` (SIGTERM cut it short, or it failed while the run
+  stops: not a skip, not a retry, not counted). Bad credentials and a rejected request are raised; so is
+  `ApiUnreachable` when an account never answered and its last `UNREACHABLE_AFTER` requests could not
+  connect. Log lines give three times apart: the request (`duration_ms`), the pacing by design
+  (`pacing_ms`: the wait for the account's throttle, and for a request slot while the throttle kept its
+  full pace), and waiting beyond that pace (`wait_ms`: for a slot held by requests slower to answer than
+  the throttle allows). A `FetchListener` (telemetry) hears of each page and each retry or skip.
 - `FetchLoop`: the main pass over an account's queries, then the second pass; events `DayStarted`,
   `PageArrived`, `DayEnded`, `DayNotStarted`. The next query starts while the current one is down to its
   last round of requests, so its first page (it sizes it) is answered by the time the current one's last
@@ -67,11 +68,11 @@ from app.plans import (
 from app.ratelimit import RateLimiter
 from app.redaction import register_secret
 from app.retry import RetryPolicy
-from app.runstate import EventLog, NullLog, RunState
+from app.runstate import EventLog, FetchTally, NullLog, RunStop
 from app.window import Arrival, Window
 
 __all__ = ["TOKEN_TTL", "AccountStack", "DayEnded", "DayNotStarted", "DayStarted", "FetchEvent",
-           "FetchListener", "FetchLoop", "PageArrived", "PageFetch", "open_account"]
+           "FetchListener", "FetchLoop", "PageArrived", "PageFetch", "RequestCounter", "open_account"]
 
 PAGE_WINDOW_FACTOR = 4
 """Pages handed out ahead per request slot: back-off waits hold no slot."""
@@ -113,12 +114,13 @@ class FetchListener(Protocol):
 class PageFetch:
     """Fetch one page of one account with its retries (see the module docstring)."""
 
-    def __init__(self, *, client: PageSource, policy: RetryPolicy, state: RunState, account: str,
-                 page_limit: int = 100, sleep: Callable[[float], object] = time.sleep,
+    def __init__(self, *, client: PageSource, policy: RetryPolicy, stop: RunStop, tally: FetchTally,
+                 account: str, page_limit: int = 100, sleep: Callable[[float], object] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, log: EventLog | None = None,
                  listener: FetchListener | None = None,
                  unreachable_after: int = UNREACHABLE_AFTER) -> None:
-        self.client, self.policy, self.state, self.account = client, policy, state, account
+        self.client, self.policy, self.account = client, policy, account
+        self._stop, self._tally = stop, tally
         self.page_limit = page_limit
         self._sleep, self._clock = sleep, clock
         self.log: EventLog = log or NullLog()
@@ -143,7 +145,7 @@ class PageFetch:
             error: FetchError | None = None
             result: Page | None = None
             with slot or nullcontext():
-                if self.state.stopped:
+                if self._stop.stopped:
                     return InterruptedPage(page)  # never requested: the unit is simply unfinished
                 sent = self._clock()
                 paced = self._paced(sent - queued, booked)
@@ -163,18 +165,18 @@ class PageFetch:
             if error is None:
                 assert result is not None
                 self._reach(None)
-                self.state.count_page()
+                self._tally.count_page()
                 self.log.info("page_fetched", account=self.account, date=q.label, page=page,
                               pages=result.pages, records=len(result.records), attempt=attempt,
                               count=result.count, **timing)
                 if self._listener is not None:
                     self._listener.page_fetched(self.account, q.start, result)
                 return result
-            if isinstance(error, RequestInterrupted) or self.state.stopped:
+            if isinstance(error, RequestInterrupted) or self._stop.stopped:
                 self.log.debug("page_interrupted", account=self.account, date=q.label, page=page,
                                attempt=attempt, error_class="interrupted")
                 return InterruptedPage(page)
-            self.state.count_error(error.error_class)
+            self._tally.count_error(error.error_class)
             self._reach(error)
             if isinstance(error, EmptyPage) and error.answer is not None and (
                     partial is None or len(error.answer.records) > len(partial.records)):
@@ -191,7 +193,7 @@ class PageFetch:
             self._trouble("skip", fields)
             skip = SkippedPage(self.account, q.label, page, attempt, error.error_class, str(error),
                                partial=partial)
-            self.state.add_skip(skip)
+            self._tally.add_skip(skip)
             return skip
 
     def _paced(self, waited: float, booked: int) -> float:
@@ -218,7 +220,7 @@ class PageFetch:
             down = not self._reached and self._connect_streak >= self.unreachable_after
             streak = self._connect_streak
         if down:
-            self.state.request_stop(StopReason.FATAL)
+            self._stop.request(StopReason.FATAL)
             raise ApiUnreachable(f"account {self.account}: {streak} connection attempts failed and none "
                                  f"has ever reached the API ({error})") from error
 
@@ -272,11 +274,13 @@ class FetchLoop:
     snapshots; the loop knows nothing of them. It talks back twice: `read_again(query)` after a `DayEnded`
     (a refresh that would lose stored records is read once more), and `fail(query, error)` when handling
     an event of `query` failed (nothing more of it is yielded; a JobError stops the run; the first failure
-    is raised once the open queries have ended)."""
+    is raised once the open queries have ended). The consumer asks for the run to stop through it too
+    (`stop(reason)`: MAX_RECORDS_LIMIT reached)."""
 
-    def __init__(self, *, window: Window, state: RunState, account: str, concurrency: int = 1,
-                 log: EventLog | None = None) -> None:
-        self.window, self.state, self.account = window, state, account
+    def __init__(self, *, window: Window, stop: RunStop, tally: FetchTally, account: str,
+                 concurrency: int = 1, log: EventLog | None = None) -> None:
+        self.window, self.account = window, account
+        self._stop, self._tally = stop, tally
         self.concurrency = max(1, concurrency)
         self.log: EventLog = log or NullLog()
         self._again: list[Query] = []
@@ -287,11 +291,15 @@ class FetchLoop:
         """Read `query` once more from page 1, after the other queries' passes."""
         self._again.append(query)
 
+    def stop(self, reason: StopReason) -> None:
+        """The consumer asks the run to stop (MAX_RECORDS_LIMIT reached): no new page or query starts."""
+        self._stop.request(reason)
+
     def fail(self, query: Query, error: Exception) -> None:
         """Handling an event of `query` raised `error`: drop the query, stop the run on a JobError."""
         self._dropped.add(query)
         if isinstance(error, JobError):
-            self.state.request_stop(StopReason.FATAL)
+            self._stop.request(StopReason.FATAL)
         self._failure = self._failure or error
 
     def run(self, queries: Sequence[Query]) -> Generator[FetchEvent, None, None]:
@@ -304,7 +312,7 @@ class FetchLoop:
         if self._failure is not None:
             raise self._failure
         held.sort(key=lambda entry: entry[0].start)
-        if held and not self.state.stopped:
+        if held and not self._stop.stopped:
             self.log.info("second_pass_started", pages=sum(len(o.skipped) for _q, o in held))
         for query, first in held:
             if query in self._dropped:
@@ -313,7 +321,7 @@ class FetchLoop:
             yield from self._end(query, outcome)
         again, self._again = self._again, []
         for query in again:
-            if self.state.stopped:
+            if self._stop.stopped:
                 yield DayNotStarted(query)
                 continue
             yield DayStarted(query)
@@ -334,7 +342,7 @@ class FetchLoop:
     def _second_pass(self, query: Query, first: UnitOutcome) -> Generator[FetchEvent, None, UnitOutcome]:
         """The skipped pages of `query` again (nothing when the run stopped, unless it stopped at
         MAX_RECORDS_LIMIT); how the query ended, both passes together."""
-        if self.state.stopped and self.state.stop_reason != StopReason.MAX_RECORDS:
+        if self._stop.stopped and self._stop.reason != StopReason.MAX_RECORDS:
             return replace(first, interrupted=True)
         plan = RetryPlan(first.skipped)
         yield from self._feed(query, plan)
@@ -397,7 +405,7 @@ class FetchLoop:
         for query in [q for q, plan in plans.items() if plan.finished]:
             outcome = plans.pop(query).outcome
             verdict = settle(DayFetch(interrupted=outcome.interrupted, skipped=bool(outcome.skipped),
-                                      stop_reason=self.state.stop_reason))
+                                      stop_reason=self._stop.reason))
             if verdict.disposition is Disposition.HOLD:
                 held.append((query, outcome))
                 continue
@@ -411,7 +419,7 @@ class FetchLoop:
     def _open_next(self, waiting: collections.deque[Query], plans: dict[Query, PagePlan]
                    ) -> Iterator[FetchEvent]:
         """Start the next query; once the run stops, the queries left never start."""
-        while self.state.stopped and waiting:
+        while self._stop.stopped and waiting:
             yield DayNotStarted(waiting.popleft())
         if waiting:
             query = waiting.popleft()
@@ -423,14 +431,14 @@ class FetchLoop:
         newest = list(plans.values())[-1] if plans else None
         if newest is not None and not newest.in_last_round(self.concurrency):
             return False
-        return self.state.stopped or len(plans) < UNIT_LANES
+        return self._stop.stopped or len(plans) < UNIT_LANES
 
     def _hand_out(self, plans: Mapping[Query, Plan]) -> bool:
         """Give the window the pages it has room for, oldest query first (a page that sizes a query always
         goes). Once the run stops nothing more is asked: a plan with nothing outstanding is cut short. True
         when every plan is finished."""
         for query, plan in plans.items():
-            if self.state.stopped:
+            if self._stop.stopped:
                 if plan.pending == 0:
                     plan.cut_short()
                 continue
@@ -444,34 +452,43 @@ class FetchLoop:
     def _land(self, plan: Plan, arrival: Arrival) -> Arrival:
         """Hand a result to its plan (a fatal error of the fetch is raised here)."""
         for note in plan.update_state(arrival.page, arrival.result):
-            apply_note(note, state=self.state, log=self.log, account=self.account, q=arrival.query)
+            apply_note(note, stop=self._stop, tally=self._tally, log=self.log, account=self.account,
+                       q=arrival.query)
         return arrival
 
 
 
-def apply_note(note: Note, *, state: RunState, log: EventLog, account: str, q: Query) -> None:
+def apply_note(note: Note, *, stop: RunStop, tally: FetchTally, log: EventLog, account: str,
+               q: Query) -> None:
     """What a note means for the run: a log line, a count, a skip taken back."""
     where = {"account": account, "date": q.label}
     match note:
         case Probe(page=page, dead=dead):
-            if not state.stopped:  # stopping: the probe will not be sent
+            if not stop.stopped:  # stopping: the probe will not be sent
                 log.warning("page_probe", **where, page=page, dead=dead)
         case PastTheEnd(page=page):
-            state.remove_skip(account, q.label, page)
+            tally.remove_skip(account, q.label, page)
         case CountChanged(old=old, new=new, page=page):
             log.warning("count_changed", **where, old_count=old, new_count=new, page=page)
         case Reread():
-            state.count_reread()
+            tally.count_reread()
         case CountUnstable(rereads=rereads):
             log.warning("count_unstable", **where, rereads=rereads)
         case Recovered(page=page):
-            state.remove_skip(account, q.label, page)
+            tally.remove_skip(account, q.label, page)
             log.info("page_recovered", **where, page=page)
         case ConfirmEmpty():
             log.info("day_empty_confirm", **where)
 
 
 # -- an account's client stack -------------------------------------------------------------------------------
+
+
+class RequestCounter(Protocol):
+    """Counts the API requests an account's client stack sends (True: an authentication), from any
+    thread: the run's `FetchTally`, or the original interface's stats."""
+
+    def count_request(self, authentication: bool) -> None: ...
 
 
 @dataclass
@@ -493,17 +510,19 @@ def open_account(*, base_url: str, key: str, secret: str, request_timeout: float
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], object] = time.sleep, log: Any = None,
                  on_token: Callable[[str], None] = register_secret,
-                 on_request: Callable[[bool], None] | None = None, token_ttl: float = TOKEN_TTL,
+                 requests: RequestCounter | None = None, token_ttl: float = TOKEN_TTL,
                  pool_size: int = 8) -> AccountStack:
     """Open one account's client stack, the same way for the job and the original interface: an HTTP
-    client with the hard deadline, the account's throttle, the API client, the retry policy. The secret,
-    and each token it gets, are registered for redaction."""
+    client with the hard deadline, the account's throttle, the API client, the retry policy. Every request
+    the API client sends is counted in `requests` (the run's `FetchTally`, or the original interface's
+    stats). The secret, and each token it gets, are registered for redaction."""
     register_secret(secret)
     http = HttpClient(timeout=request_timeout, clock=clock, pool_size=pool_size)
     limiter = RateLimiter(per_minute=requests_per_minute, min_interval=request_delay, clock=clock,
                           sleep=sleep)
     client = AccountClient(base_url=base_url, key=key, secret=secret, http=http, limiter=limiter,
-                           clock=clock, currency=currency, on_token=on_token, on_request=on_request,
+                           clock=clock, currency=currency, on_token=on_token,
+                           on_request=requests.count_request if requests is not None else None,
                            log=log, token_ttl=token_ttl)
     policy = RetryPolicy(max_retries=max_retries, backoff=backoff, rate_limit_delay=rate_limit_delay)
     return AccountStack(http, client, policy)

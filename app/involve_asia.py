@@ -49,7 +49,7 @@ from app.plans import Query
 from app.redaction import register_secret
 from app.reports import render_final_summary, render_original_resource_report, render_skip_report
 from app.resources import ResourceMonitor as SnapshotMonitor
-from app.runstate import RunState
+from app.runstate import FetchTally, RunStop
 from app.window import Window
 
 __all__ = ["InvolveAsiaAPI", "ResourceMonitor"]
@@ -416,7 +416,7 @@ class InvolveAsiaAPI:
                 currency=self.settings.preferred_currency, max_retries=int(self.max_retries),
                 backoff=settings.retry_backoff, rate_limit_delay=settings.rate_limit_delay,
                 clock=self._clock, sleep=self._sleep, log=self._log, on_token=self._took_token,
-                on_request=self._count_request)
+                requests=_RequestStats(self))
             self._built = key
         return self._stack
 
@@ -468,11 +468,12 @@ class InvolveAsiaAPI:
         log = self._log.bind(account=label_, api_name=label_)
         stack = self._api_client(settings)
         stack.client.currency = self._currency(currency, settings)
-        state = RunState(max_skipped_pages=settings.max_skipped_pages)
-        fetch = PageFetch(client=stack.client, policy=stack.policy, state=state, sleep=self._sleep,
-                          clock=self._clock, log=log, page_limit=settings.page_limit,
+        stop = RunStop()
+        tally = FetchTally(max_skipped_pages=settings.max_skipped_pages, stop=stop)
+        fetch = PageFetch(client=stack.client, policy=stack.policy, stop=stop, tally=tally,
+                          sleep=self._sleep, clock=self._clock, log=log, page_limit=settings.page_limit,
                           account=label_, listener=_SkipReports(self, settings, log))
-        loop = FetchLoop(window=Window(fetch), state=state, account=label_, log=log)
+        loop = FetchLoop(window=Window(fetch), stop=stop, tally=tally, account=label_, log=log)
         query = Query(start, end)
         limit = settings.max_records
         self._last = {"count": 0, "total_pages": 0, "pages_fetched": 0, "skipped_pages": [],
@@ -503,12 +504,12 @@ class InvolveAsiaAPI:
                         if limit is not None and self._last["records"] >= limit:
                             # as the original: the limit ends the query (no further page asked)
                             log.warning("max_records_reached", limit=limit)
-                            state.request_stop(StopReason.MAX_RECORDS)
+                            loop.stop(StopReason.MAX_RECORDS)
                         yield record
         finally:
-            self._finish(state, self._clock() - started)
-            if state.stop_reason == StopReason.SKIP_CAP:
-                log.error("skip_cap_reached", skipped=len(state.skipped),
+            self._finish(tally.as_dict(), stop.reason, self._clock() - started)
+            if stop.reason == StopReason.SKIP_CAP:
+                log.error("skip_cap_reached", skipped=len(tally.skipped),
                           max_skipped=settings.max_skipped_pages)
 
     def _resource_report(self, title: str, log: LibraryLog) -> None:
@@ -521,8 +522,8 @@ class InvolveAsiaAPI:
         self._last["pages_fetched"] = pages
         self._last["skipped_pages"] = sorted(skipped)
 
-    def _finish(self, state: RunState, seconds: float) -> None:
-        numbers = state.as_dict()
+    def _finish(self, numbers: dict[str, Any], stop_reason: StopReason | None, seconds: float) -> None:
+        """Add a query's tally (`FetchTally.as_dict()`) and how long it took to `stats`."""
         self.stats["duration_seconds"] = round(self.stats["duration_seconds"] + seconds, 3)
         self._skips.extend(numbers["skipped_pages"])
         self.skipped_pages.extend(int(s["page"]) for s in numbers["skipped_pages"])
@@ -532,8 +533,8 @@ class InvolveAsiaAPI:
         for error_class, n in numbers["retries"].items():
             retries[error_class] = retries.get(error_class, 0) + n
         self.stats["records"] += self._last.get("records", 0)
-        if state.stop_reason is not None:
-            self.stats["stop_reason"] = str(state.stop_reason)
+        if stop_reason is not None:
+            self.stats["stop_reason"] = str(stop_reason)
 
     @staticmethod
     def _currency(currency: str | None, settings: Settings) -> str | None:
@@ -639,6 +640,17 @@ class InvolveAsiaAPI:
             **self.stats,
         }, language), flush=True)
         self.resource_monitor.print_resource_status(label("orig_final", language))
+
+
+class _RequestStats:
+    """Counts the requests of the facade's client stack in its `stats` (a `fetch.RequestCounter`): the
+    stack outlives each query's tally, and `authenticate()` sends requests outside any query."""
+
+    def __init__(self, api: InvolveAsiaAPI) -> None:
+        self._api = api
+
+    def count_request(self, authentication: bool) -> None:
+        self._api._count_request(authentication)
 
 
 class _SkipReports:

@@ -6,6 +6,10 @@ Nothing below this module knows about Cloud Run tasks. This module knows no HTTP
 fetch layer, opened by `account_run`) and stores nothing itself but the task summary (days:
 `account_run` and `store`; the result: `result`). The run's status and exit code are decided in
 `outcome.decide`, from the unit states the account runs report.
+
+The job creates the run's stop token (`runstate.RunStop`) and requests it for the run-wide stops
+(SIGTERM/SIGINT, a storage failure, an account's JobError); it creates the run's fetch tally
+(`runstate.FetchTally`), which only the fetch layer writes, and reads it for the status and summary.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from app.output import put_json, read_json
 from app.progress import Progress
 from app.resources import ResourceMonitor
 from app.result import RunResult
-from app.runstate import RunState
+from app.runstate import FetchTally, RunStop
 from app.sinks import ObjectInfo, Sink, StorageRetry
 from app.store import RACE_ATTEMPTS, DayStore, RunLayout, Snapshot, iso_utc, recorded_change
 from app.summary import UnitReport
@@ -78,7 +82,7 @@ class Job:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] | None = None,
-        stop: threading.Event | None = None,
+        stop: RunStop | None = None,
         chunk_bytes: int = CHUNK_BYTES,
         token_ttl: float = TOKEN_TTL,
         monitor: ResourceMonitor | None = None,
@@ -90,9 +94,9 @@ class Job:
         self.currency = settings.preferred_currency or ""
         self.clock = clock
         self.wall_clock = wall_clock
-        self.stop = stop or threading.Event()
+        self.stop = stop or RunStop()
         self._sleep = sleep or (self.stop.wait)
-        self.state = RunState(max_skipped_pages=settings.max_skipped_pages, stop=self.stop)
+        self.tally = FetchTally(max_skipped_pages=settings.max_skipped_pages, stop=self.stop)
         self.budget = RecordBudget(settings.max_records)
         self.run_id = (f"t{settings.task.index}-a{settings.task.attempt}-{secrets.token_hex(4)}")
         self.log = get_logger()
@@ -112,8 +116,9 @@ class Job:
             records=lambda: self.budget.used if self.budget.limit else None)
         self._context = RunContext(
             settings=settings, sink=sink, store=self.store, layout=self.layout,
-            run_id=self.run_id, currency=self.currency, state=self.state, budget=self.budget,
-            clients=self._clients, listener=self.telemetry, add_report=self._add_report,
+            run_id=self.run_id, currency=self.currency, stop=self.stop, tally=self.tally,
+            budget=self.budget, clients=self._clients, listener=self.telemetry,
+            add_report=self._add_report,
             clock=clock, wall_clock=wall_clock, sleep=self._sleep, token_ttl=token_ttl,
             chunk_bytes=chunk_bytes)
         self.result = RunResult(
@@ -129,7 +134,7 @@ class Job:
     def interrupt(self, signal_name: str = "SIGTERM") -> None:
         """SIGTERM or SIGINT (Ctrl-C): take no new page, abort requests in flight, finish up."""
         self.log.warning("sigint_received" if signal_name == "SIGINT" else "sigterm_received")
-        self.state.request_stop(StopReason.INTERRUPTED)
+        self.stop.request(StopReason.INTERRUPTED)
         for client in list(self._clients):
             client.abort_all()
 
@@ -137,7 +142,7 @@ class Job:
         """An operation used up its retries (the sink has cut its own requests already):
         nothing more is fetched or stored; the summary is tried once (`_end`)."""
         self.log.error("storage_failed", error_class=error.error_class, error=str(error))
-        self.state.request_stop(StopReason.FATAL)
+        self.stop.request(StopReason.FATAL)
         for client in list(self._clients):
             client.abort_all()
 
@@ -266,8 +271,13 @@ class Job:
         return serve_copy(self.store, self.layout, unit, snapshot, self.run_id, attempt=attempt)
 
     def _fetch_account(self, account: Account, units: list[Unit], scratch: Path) -> None:
-        """One account's units (app.account_run): what became of each comes back as a report."""
-        AccountRun(self._context, account, scratch, self.log.bind(account=account.name)).run(units)
+        """One account's units (app.account_run): what became of each comes back as a report. A
+        JobError (bad credentials, an unreachable API, a failed day) stops the whole run."""
+        try:
+            AccountRun(self._context, account, scratch, self.log.bind(account=account.name)).run(units)
+        except JobError:
+            self.stop.request(StopReason.FATAL)
+            raise
 
     def _add_report(self, report: UnitReport) -> None:
         with self._reports_lock:
@@ -277,7 +287,7 @@ class Job:
         with self._reports_lock:
             done = len(self.reports)
         return {"units_total": self._progress.units_total, "units_done": done,
-                **self.state.as_dict(), "stop_reason": self.state.stop_reason}
+                **self.tally.as_dict(), "stop_reason": self.stop.reason}
 
     # ------------------------------------------------------------------ ending
 
@@ -297,7 +307,7 @@ class Job:
         task's) is tried once, through a fresh client with a short deadline."""
         settings = self.settings
         self._fatal = self._fatal or self.sink.health.failure
-        outcome = decide((r.state for r in self.reports), self.state.stop_reason, self._fatal,
+        outcome = decide((r.state for r in self.reports), self.stop.reason, self._fatal,
                          fail_on_skipped=settings.fail_on_skipped_pages)
         task = self._task_summary(outcome.status)
         summary: dict[str, Any] = task
@@ -326,7 +336,7 @@ class Job:
 
     def _finish(self) -> JobResult:
         settings = self.settings
-        outcome = decide((r.state for r in self.reports), self.state.stop_reason, self._fatal,
+        outcome = decide((r.state for r in self.reports), self.stop.reason, self._fatal,
                          fail_on_skipped=settings.fail_on_skipped_pages)
         task = self._task_summary(outcome.status)
         put_json(self.sink, self.layout.task_summary(settings.task.index), task,
@@ -351,11 +361,11 @@ class Job:
         return JobResult(outcome.exit_code, outcome.status.value, result_summary)
 
     def _task_summary(self, status: Status) -> dict[str, Any]:
-        state = self.state.as_dict()
+        state = self.tally.as_dict()
         storage_retries = self.sink.health.retries  # the sink's, start-up probe included
         if storage_retries:
             state["retries"] = dict(sorted({**state["retries"], "storage": storage_retries}.items()))
         return summary_mod.task_summary(
             self.reports, state, status=status, task=self.settings.task,
-            run_id=self.run_id, stop_reason=self.state.stop_reason,
+            run_id=self.run_id, stop_reason=self.stop.reason,
             duration=self.clock() - self._started, error=self._fatal)

@@ -1,5 +1,15 @@
-"""What every fetch of a run shares (`RunState`: the skip list and its cap, the counters, the stop flag),
-and the event log the fetch layer writes to (`EventLog`, a structlog logger or the library's)."""
+"""What a run's fetches share, split by who writes it:
+
+- `RunStop`: the run's stop token (a flag and its first reason). The orchestration (the job, the
+  original interface) creates it and anyone may request it: SIGTERM, a storage failure, a fatal fetch
+  error, the skip cap, MAX_RECORDS_LIMIT (an account's consumer through `FetchLoop.stop`).
+- `FetchTally`: the fetch bookkeeping (pages, requests, retries by error class, re-reads, and the
+  run-wide skip list with its cap). Written only by the fetch layer (`app.fetch`, and the client stack
+  `fetch.open_account` builds, for requests); the orchestration reads `as_dict()`. More than
+  `max_skipped_pages` skips request the stop (SKIP_CAP).
+
+And the event log the fetch layer writes to (`EventLog`, a structlog logger or the library's).
+"""
 
 from __future__ import annotations
 
@@ -11,71 +21,126 @@ from app.models import SkippedPage
 from app.outcome import StopReason
 
 
-class RunState:
-    """What every fetch of a run shares: the skip list and cap, counters, and the stop flag."""
+class RunStop:
+    """The run's stop token: `request(reason)` from any thread raises it (the first reason stays);
+    `stopped` and `reason` read it; `wait(timeout)` sleeps until it is raised (True) or the time is up."""
 
-    def __init__(self, *, max_skipped_pages: int, stop: threading.Event | None = None) -> None:
-        self.max_skipped_pages = max_skipped_pages
-        self.stop = stop or threading.Event()
-        self.stop_reason: StopReason | None = None
-        self.skipped: list[SkippedPage] = []
-        self.errors: collections.Counter[str] = collections.Counter()
-        self.pages = self.requests = self.auth_requests = self.rereads = 0
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._reason: StopReason | None = None
         self._lock = threading.Lock()
+
+    def request(self, reason: StopReason) -> None:
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+        self._event.set()
 
     @property
     def stopped(self) -> bool:
-        return self.stop.is_set()
+        return self._event.is_set()
 
-    def request_stop(self, reason: StopReason) -> None:
+    @property
+    def reason(self) -> StopReason | None:
+        """The first reason a stop was requested for; None while the run goes on."""
         with self._lock:
-            if self.stop_reason is None:
-                self.stop_reason = reason
-        self.stop.set()
+            return self._reason
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+
+class FetchTally:
+    """A run's fetch bookkeeping (see the module docstring): counters and the skip list with its cap.
+    Its methods that count, add or remove are the fetch layer's; everything else only reads (copies)."""
+
+    def __init__(self, *, max_skipped_pages: int, stop: RunStop) -> None:
+        self._max_skipped_pages = max_skipped_pages
+        self._stop = stop
+        self._skipped: list[SkippedPage] = []
+        self._errors: collections.Counter[str] = collections.Counter()
+        self._pages = self._requests = self._auth_requests = self._rereads = 0
+        self._lock = threading.Lock()
+
+    # -- written by the fetch layer only (tests/test_architecture.py checks it)
 
     def count_error(self, error_class: str) -> None:
         with self._lock:
-            self.errors[error_class] += 1
+            self._errors[error_class] += 1
 
     def count_page(self) -> None:
         with self._lock:
-            self.pages += 1
+            self._pages += 1
 
     def count_request(self, authentication: bool) -> None:
         """An API request sent: `requests` counts every one the API saw (pages, their retries,
         a page repeated after a rejected token, authentication); `auth_requests` those that
         authenticated."""
         with self._lock:
-            self.requests += 1
+            self._requests += 1
             if authentication:
-                self.auth_requests += 1
+                self._auth_requests += 1
 
     def count_reread(self) -> None:
         with self._lock:
-            self.rereads += 1
+            self._rereads += 1
 
     def add_skip(self, skip: SkippedPage) -> None:
         """List a page given up on; more than `max_skipped_pages` stop the run. A page already listed (the
         second pass failing it again) stays listed once, as first recorded."""
         key = (skip.account, skip.date, skip.page)
         with self._lock:
-            if any((s.account, s.date, s.page) == key for s in self.skipped):
+            if any((s.account, s.date, s.page) == key for s in self._skipped):
                 return
-            self.skipped.append(skip)
-            over = len(self.skipped) > self.max_skipped_pages
+            self._skipped.append(skip)
+            over = len(self._skipped) > self._max_skipped_pages
         if over:
-            self.request_stop(StopReason.SKIP_CAP)
+            self._stop.request(StopReason.SKIP_CAP)
 
     def remove_skip(self, account: str, date: str, page: int) -> None:
         with self._lock:
-            self.skipped = [s for s in self.skipped if (s.account, s.date, s.page) != (account, date, page)]
+            self._skipped = [s for s in self._skipped if (s.account, s.date, s.page) != (account, date, page)]
+
+    # -- read by anyone
+
+    @property
+    def skipped(self) -> list[SkippedPage]:
+        """The pages given up on (a copy), first skip first."""
+        with self._lock:
+            return list(self._skipped)
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Retries and skips by error class (a copy)."""
+        with self._lock:
+            return dict(self._errors)
+
+    @property
+    def pages(self) -> int:
+        with self._lock:
+            return self._pages
+
+    @property
+    def requests(self) -> int:
+        with self._lock:
+            return self._requests
+
+    @property
+    def auth_requests(self) -> int:
+        with self._lock:
+            return self._auth_requests
+
+    @property
+    def rereads(self) -> int:
+        with self._lock:
+            return self._rereads
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
-            return {"pages": self.pages, "requests": self.requests,
-                    "auth_requests": self.auth_requests,
-                    "retries": dict(sorted(self.errors.items())), "rereads": self.rereads,
-                    "skipped_pages": [s.as_dict() for s in self.skipped]}
+            return {"pages": self._pages, "requests": self._requests,
+                    "auth_requests": self._auth_requests,
+                    "retries": dict(sorted(self._errors.items())), "rereads": self._rereads,
+                    "skipped_pages": [s.as_dict() for s in self._skipped]}
 
 
 class EventLog(Protocol):

@@ -50,7 +50,7 @@ from app.plans import (
 )
 from app.ratelimit import RateLimiter
 from app.retry import RetryPolicy
-from app.runstate import RunState
+from app.runstate import FetchTally, RunStop
 from app.simulator import Fault, Simulator
 from app.window import Window
 from app.writer import Chunk, UnitWriter
@@ -73,6 +73,19 @@ def second_pass(loop: FetchLoop, day: dt.date, pages: list[int]
     return results, plan.outcome
 
 
+@dataclass(frozen=True)
+class RunShare:
+    """What the fetches of a run share, as the job creates them: the stop token and the tally."""
+
+    stop: RunStop
+    tally: FetchTally
+
+
+def run_share(max_skipped: int) -> RunShare:
+    stop = RunStop()
+    return RunShare(stop, FetchTally(max_skipped_pages=max_skipped, stop=stop))
+
+
 @dataclass
 class Rig:
     """A fetch loop wired to a simulator, with recorded sleeps and a writer to a temp folder."""
@@ -80,7 +93,7 @@ class Rig:
     sim: Simulator
     loop: FetchLoop
     window: Window
-    state: RunState
+    run: RunShare
     http: HttpClient
     scratch: Path
     sleeps: list[float] = field(default_factory=list)
@@ -105,18 +118,18 @@ class Rig:
         return ids
 
 
-def make_loop(client: Any, state: RunState, *, sleep: Callable[[float], object],
+def make_loop(client: Any, run: RunShare, *, sleep: Callable[[float], object],
               concurrency: int = 1, depth: int | None = None, limit: int = 100,
               log: Any = None, clock: Callable[[], float] = time.monotonic
               ) -> tuple[FetchLoop, Window]:
     """One account's loop: serial at concurrency 1, else a window of `depth` pages."""
-    fetch = PageFetch(client=client, policy=RetryPolicy(jitter=0.0), state=state,
+    fetch = PageFetch(client=client, policy=RetryPolicy(jitter=0.0), stop=run.stop, tally=run.tally,
                       account="default", page_limit=limit, sleep=sleep, log=log, clock=clock)
     depth = depth or concurrency
     window = Window(fetch, concurrency=concurrency, depth=depth,
                     threads=depth if concurrency > 1 else 0)
-    return FetchLoop(window=window, state=state, account="default", concurrency=concurrency,
-                     log=log), window
+    return FetchLoop(window=window, stop=run.stop, tally=run.tally, account="default",
+                     concurrency=concurrency, log=log), window
 
 
 def make_rig(sim: Simulator, tmp_path: Path, *, concurrency: int = 1, depth: int | None = None,
@@ -124,14 +137,14 @@ def make_rig(sim: Simulator, tmp_path: Path, *, concurrency: int = 1, depth: int
              timeout: float = 2.0, limit: int = 100, secret: str = "demo-secret",
              limiter: RateLimiter | None = None, log: Any = None,
              clock: Callable[[], float] = time.monotonic) -> Rig:
-    state = RunState(max_skipped_pages=max_skipped)
+    run = run_share(max_skipped)
     sleeps: list[float] = []
     http = HttpClient(timeout=timeout, connect_timeout=timeout)
     client = AccountClient(base_url=sim.base_url, key="general", secret=secret, http=http,
                            limiter=limiter or RateLimiter(per_minute=100_000))
-    loop, window = make_loop(client, state, sleep=sleeps.append, concurrency=concurrency,
+    loop, window = make_loop(client, run, sleep=sleeps.append, concurrency=concurrency,
                              depth=depth, limit=limit, log=log, clock=clock)
-    return Rig(sim, loop, window, state, http, tmp_path, sleeps)
+    return Rig(sim, loop, window, run, http, tmp_path, sleeps)
 
 
 @pytest.fixture
@@ -165,7 +178,7 @@ def test_every_fault_kind_ends_in_success_never_a_hang(make_simulator, rig_facto
         assert outcome.complete, kind
         assert sorted(ids) == sorted(sim.expected_ids("default", day, day)), kind
         assert len(ids) == len(set(ids)) == 350, kind
-    assert rig.state.skipped == []
+    assert rig.run.tally.skipped == []
 
 
 @pytest.mark.timeout(30)
@@ -179,8 +192,8 @@ def test_retries_wait_the_seed_schedule_then_skip_and_the_second_pass_recovers(
     ids, outcome = rig.fetch_unit(DAY)
     assert outcome.skipped == [2] and not outcome.complete
     assert rig.sleeps == [10, 20, 30, 40, 60]
-    assert [s.page for s in rig.state.skipped] == [2]
-    assert rig.state.as_dict()["retries"] == {"http_status": 6}
+    assert [s.page for s in rig.run.tally.skipped] == [2]
+    assert rig.run.tally.as_dict()["retries"] == {"http_status": 6}
 
     writer = UnitWriter(account="default", scratch_dir=rig.scratch, on_chunk=rig.chunks.append)
     writer.write([{"conversion_id": i} for i in ids])
@@ -189,7 +202,7 @@ def test_retries_wait_the_seed_schedule_then_skip_and_the_second_pass_recovers(
         if isinstance(item, Page):
             writer.write(item.records)
     assert again.complete
-    assert rig.state.skipped == []
+    assert rig.run.tally.skipped == []
     all_ids = rig.ids_of(writer)
     assert sorted(all_ids) == sorted(sim.expected_ids("default", DAY, DAY))
 
@@ -204,7 +217,7 @@ def test_a_page_that_never_recovers_stays_listed(make_simulator, rig_factory) ->
     results, again = second_pass(rig.loop, DAY, outcome.skipped)
     assert [type(i) for i in results] == [SkippedPage]
     assert again.skipped == [3]
-    assert [(s.page, s.error_class) for s in rig.state.skipped] == [(3, "json_decode")]
+    assert [(s.page, s.error_class) for s in rig.run.tally.skipped] == [(3, "json_decode")]
 
 
 @pytest.mark.timeout(30)
@@ -215,8 +228,8 @@ def test_eleven_dead_pages_stop_the_run(make_simulator, rig_factory) -> None:  #
         sim.add_fault(Fault(kind="http_503", date=DAY.isoformat(), page=page))
     rig = rig_factory(sim)
     _, outcome = rig.fetch_unit(DAY)
-    assert rig.state.stop_reason == "skip_cap"
-    assert len(rig.state.skipped) == 11
+    assert rig.run.stop.reason == "skip_cap"
+    assert len(rig.run.tally.skipped) == 11
     assert outcome.interrupted or outcome.skipped
     pages_asked = {e.page for e in sim.ledger.snapshot() if e.endpoint == "range"}
     assert max(pages_asked) == 12  # page 1 fine, pages 2..12 dead, nothing after the 11th skip
@@ -237,7 +250,7 @@ def test_token_expiry_costs_no_page_attempt(make_simulator, rig_factory) -> None
     ids = rig.ids_of(writer)
     assert sorted(ids) == sorted(sim.expected_ids("default", DAY, DAY))
     assert rig.sleeps == []
-    assert rig.state.as_dict()["retries"] == {}
+    assert rig.run.tally.as_dict()["retries"] == {}
     auths = sim.request_count(endpoint="authenticate")
     assert auths >= 5  # renewed several times, each one without a page retry
 
@@ -288,7 +301,7 @@ def test_mixed_random_faults_over_several_days_every_record_exactly_once(
         assert set(ids) == sim.expected_ids("default", day, day)
     faults_seen = sum(1 for e in sim.ledger.snapshot() if e.outcome not in ("ok",))
     assert faults_seen > 0
-    assert rig.state.skipped == []
+    assert rig.run.tally.skipped == []
 
 
 @pytest.mark.timeout(60)
@@ -333,8 +346,8 @@ def test_a_dead_page_one_costs_one_page_not_the_day(make_simulator, rig_factory)
     assert set(ids) < sim.expected_ids("default", DAY, DAY)
     assert outcome.skipped == [1] and not outcome.interrupted and not outcome.complete
     assert outcome.pages == 14 and outcome.count == 1500 and outcome.total_pages == 15
-    assert [(s.page, s.error_class) for s in rig.state.skipped] == [(1, "http_status")]
-    assert rig.state.stop_reason is None
+    assert [(s.page, s.error_class) for s in rig.run.tally.skipped] == [(1, "http_status")]
+    assert rig.run.stop.reason is None
     assert sorted(set(range_pages(sim))) == list(range(1, 16))
 
 
@@ -354,7 +367,7 @@ def test_the_second_pass_retries_a_dead_page_one_alone(make_simulator, rig_facto
     assert again.complete
     assert set(ids) | {r["conversion_id"] for r in recovered[0].records} == \
         sim.expected_ids("default", DAY, DAY)
-    assert rig.state.skipped == []
+    assert rig.run.tally.skipped == []
 
 
 @pytest.mark.timeout(30)
@@ -366,8 +379,8 @@ def test_thirteen_dead_pages_from_page_one_trip_the_skip_cap(make_simulator, rig
     rig = rig_factory(sim)
     ids, outcome = rig.fetch_unit(DAY)
     assert ids == []
-    assert rig.state.stop_reason == "skip_cap"
-    assert [s.page for s in rig.state.skipped] == list(range(1, 12))
+    assert rig.run.stop.reason == "skip_cap"
+    assert [s.page for s in rig.run.tally.skipped] == list(range(1, 12))
     assert outcome.interrupted and not outcome.complete
     assert max(range_pages(sim)) == 11  # nothing asked after the 11th skip
 
@@ -382,7 +395,7 @@ def test_a_one_page_day_with_a_dead_page_one_is_sized_by_page_two(make_simulator
     assert ids == []
     assert outcome.skipped == [1] and not outcome.interrupted
     assert outcome.count == 50 and outcome.total_pages == 1
-    assert [s.page for s in rig.state.skipped] == [1]
+    assert [s.page for s in rig.run.tally.skipped] == [1]
     assert sorted(set(range_pages(sim))) == [1, 2]
 
 
@@ -397,7 +410,7 @@ def test_dead_pages_past_the_end_are_not_skips(make_simulator, rig_factory) -> N
     ids, outcome = rig.fetch_unit(DAY)
     assert ids == []
     assert outcome.skipped == [1, 2] and outcome.total_pages == 2
-    assert [s.page for s in rig.state.skipped] == [1, 2]
+    assert [s.page for s in rig.run.tally.skipped] == [1, 2]
 
 
 # -- small fakes for what the simulator cannot do: a SIGTERM abort, a client that reports waits
@@ -451,28 +464,28 @@ class ScriptedSource:
 @pytest.fixture
 def scripted_loop() -> Iterator[Any]:
     """`scripted_loop(source, concurrency=1, sleep=None)`: a loop over a ScriptedSource (a
-    window of 2 x concurrency pages), its run state, log and recorded sleeps."""
+    window of 2 x concurrency pages), its run's stop and tally, log and recorded sleeps."""
     windows: list[Window] = []
 
     def factory(source: ScriptedSource, *, concurrency: int = 1,
                 sleep: Callable[[float], object] | None = None
-                ) -> tuple[FetchLoop, RunState, RecordingLog, list[float]]:
-        state = RunState(max_skipped_pages=10)
+                ) -> tuple[FetchLoop, RunShare, RecordingLog, list[float]]:
+        run = run_share(10)
         log = RecordingLog()
         sleeps: list[float] = []
-        loop, window = make_loop(source, state, sleep=sleep or sleeps.append,
+        loop, window = make_loop(source, run, sleep=sleep or sleeps.append,
                                  concurrency=concurrency, depth=2 * concurrency, log=log)
         windows.append(window)
-        return loop, state, log, sleeps
+        return loop, run, log, sleeps
 
     yield factory
     for window in windows:
         window.close()
 
 
-def assert_nothing_counted(state: RunState, log: RecordingLog) -> None:
-    assert state.skipped == []
-    assert state.errors == {}
+def assert_nothing_counted(run: RunShare, log: RecordingLog) -> None:
+    assert run.tally.skipped == []
+    assert run.tally.errors == {}
     assert log.named("page_retry") == [] and log.named("page_skipped") == []
 
 
@@ -485,66 +498,66 @@ def test_requests_cut_by_sigterm_are_interrupted_not_skipped(scripted_loop: Any,
                                                              concurrency: int) -> None:
     """After abort_all every request raises RequestInterrupted: no skip, no retry, no error
     counted, no page_retry/page_skipped line; the outcome says interrupted."""
-    state_box: list[RunState] = []
+    run_box: list[RunShare] = []
     aborted = False
 
     def script(page: int, attempt: int) -> FetchError | None:
         nonlocal aborted
         if page == 3:
             aborted = True
-            state_box[0].request_stop(StopReason.INTERRUPTED)  # what the SIGTERM handler does
+            run_box[0].stop.request(StopReason.INTERRUPTED)  # what the SIGTERM handler does
         return RequestInterrupted("request cut short: the job is stopping") if aborted else None
 
     source = ScriptedSource(1000, script)
-    loop, state, log, sleeps = scripted_loop(source, concurrency=concurrency)
-    state_box.append(state)
+    loop, run, log, sleeps = scripted_loop(source, concurrency=concurrency)
+    run_box.append(run)
     results, outcome = read_unit(loop, DAY)
     pages = [item.page for item in results if isinstance(item, Page)]
     assert outcome.interrupted and outcome.skipped == [] and not outcome.complete
     assert 3 not in pages and 1 in pages
     assert sleeps == []
-    assert_nothing_counted(state, log)
+    assert_nothing_counted(run, log)
     assert source.attempts[3] == 1
 
 
 @pytest.mark.timeout(30)
 def test_any_failure_while_the_run_stops_is_interrupted(scripted_loop: Any) -> None:
     """A timeout raised once the stop flag is up is not retried, counted or skipped."""
-    state_box: list[RunState] = []
+    run_box: list[RunShare] = []
 
     def script(page: int, attempt: int) -> FetchError | None:
         if page == 2:
-            state_box[0].request_stop(StopReason.INTERRUPTED)
+            run_box[0].stop.request(StopReason.INTERRUPTED)
             return RequestTimeout("request exceeded 30s")
         return None
 
     source = ScriptedSource(500, script)
-    loop, state, log, sleeps = scripted_loop(source)
-    state_box.append(state)
+    loop, run, log, sleeps = scripted_loop(source)
+    run_box.append(run)
     _, outcome = read_unit(loop, DAY)
     assert outcome.interrupted and outcome.skipped == []
     assert source.attempts[2] == 1 and sleeps == []
-    assert_nothing_counted(state, log)
+    assert_nothing_counted(run, log)
 
 
 @pytest.mark.timeout(30)
 def test_a_page_in_back_off_when_the_run_stops_is_not_sent_again_nor_skipped(
         scripted_loop: Any) -> None:
     """A stop during a retry wait: the retry is never sent and the page is not a skip."""
-    state_box: list[RunState] = []
+    run_box: list[RunShare] = []
 
     def stop_while_waiting(seconds: float) -> None:
-        state_box[0].request_stop(StopReason.INTERRUPTED)
+        run_box[0].stop.request(StopReason.INTERRUPTED)
 
     source = ScriptedSource(300, lambda page, attempt: HTTPStatusError("HTTP 500", status=500)
                             if page == 2 else None)
-    loop, state, log, _ = scripted_loop(source, sleep=stop_while_waiting)
-    state_box.append(state)
+    loop, run, log, _ = scripted_loop(source, sleep=stop_while_waiting)
+    run_box.append(run)
     _, outcome = read_unit(loop, DAY)
     assert outcome.interrupted and outcome.skipped == []
     assert source.attempts[2] == 1
-    assert state.skipped == [] and log.named("page_skipped") == []
-    assert state.errors == {"http_status": 1}  # the failure before the stop was real
+    assert run.tally.skipped == [] and log.named("page_skipped") == []
+    assert run.tally.errors == {"http_status": 1}  # the failure before the stop was real
 
 
 # -- an unreachable API ------------------------------------------------------------------------
@@ -565,9 +578,9 @@ def test_a_closed_port_raises_api_unreachable_after_three_attempts() -> None:
     client = AccountClient(base_url=f"http://127.0.0.1:{closed_port()}", key="general",
                            secret="demo-secret", http=http,
                            limiter=RateLimiter(per_minute=100_000))
-    state = RunState(max_skipped_pages=10)
+    run = run_share(10)
     sleeps: list[float] = []
-    loop, _ = make_loop(client, state, sleep=sleeps.append)
+    loop, _ = make_loop(client, run, sleep=sleeps.append)
     started = time.monotonic()
     try:
         with pytest.raises(ApiUnreachable, match="none has ever reached the API"):
@@ -576,9 +589,9 @@ def test_a_closed_port_raises_api_unreachable_after_three_attempts() -> None:
         http.close()
     assert time.monotonic() - started < 5
     assert sleeps == [10, 20]
-    assert state.errors == {"network": 3}
-    assert state.stop_reason == "fatal"
-    assert state.skipped == []
+    assert run.tally.errors == {"network": 3}
+    assert run.stop.reason == "fatal"
+    assert run.tally.skipped == []
 
 
 @pytest.mark.timeout(30)
@@ -592,8 +605,8 @@ def test_connection_failures_after_a_success_are_ordinary_retries(make_simulator
     sim.stop()
     _, outcome = rig.fetch_unit(DAY + dt.timedelta(days=1))
     assert rig.sleeps == [10, 20, 30, 40, 60] * 2
-    assert [(s.page, s.error_class) for s in rig.state.skipped] == [(1, "network"), (2, "network")]
-    assert rig.state.stop_reason == "skip_cap"
+    assert [(s.page, s.error_class) for s in rig.run.tally.skipped] == [(1, "network"), (2, "network")]
+    assert rig.run.stop.reason == "skip_cap"
     assert outcome.interrupted
 
 
@@ -603,11 +616,11 @@ def test_other_answers_between_refusals_keep_the_account_reachable(scripted_loop
     kinds = {1: ConnectFailed("refused"), 2: HTTPStatusError("HTTP 503", status=503),
              3: ConnectFailed("refused"), 4: ConnectFailed("refused")}
     source = ScriptedSource(100, lambda page, attempt: kinds.get(attempt))
-    loop, state, _, sleeps = scripted_loop(source)
+    loop, run, _, sleeps = scripted_loop(source)
     results, _ = read_unit(loop, DAY)
     assert [item.page for item in results if isinstance(item, Page)] == [1]
     assert source.attempts[1] == 5 and len(sleeps) == 4
-    assert state.errors == {"network": 3, "http_status": 1}
+    assert run.tally.errors == {"network": 3, "http_status": 1}
 
 
 # -- honest page durations ---------------------------------------------------------------------
@@ -702,7 +715,7 @@ def test_every_conversions_request_carries_the_currency(make_simulator, tmp_path
         client = AccountClient(base_url=sim.base_url, key="general", secret="demo-secret",
                                http=http, limiter=RateLimiter(per_minute=100_000),
                                currency=currency)
-        loop, _ = make_loop(client, RunState(max_skipped_pages=10), sleep=lambda seconds: None)
+        loop, _ = make_loop(client, run_share(10), sleep=lambda seconds: None)
         results, outcome = read_unit(loop, DAY)
         records = [r for item in results if isinstance(item, Page) for r in item.records]
     assert outcome.complete and len(records) == 250
@@ -878,12 +891,12 @@ def test_the_second_pass_asks_each_skipped_page_again() -> None:
 def test_a_page_listed_twice_is_one_skip() -> None:
     """The second pass failing a listed page again keeps one entry and spends no more of the
     skip cap."""
-    state = RunState(max_skipped_pages=1)
-    state.add_skip(dead(2))
-    state.add_skip(dead(2))
-    assert [s.page for s in state.skipped] == [2] and not state.stopped
-    state.add_skip(dead(3))
-    assert state.stop_reason == "skip_cap"
+    run = run_share(1)
+    run.tally.add_skip(dead(2))
+    run.tally.add_skip(dead(2))
+    assert [s.page for s in run.tally.skipped] == [2] and not run.stop.stopped
+    run.tally.add_skip(dead(3))
+    assert run.stop.reason == "skip_cap"
 
 
 # -- the window and the account loop, on a slow fake source ------------------------------------
@@ -993,14 +1006,15 @@ def drive(loop: FetchLoop, queries: list[Query], recorder: Recorder) -> list[Pag
 
 
 def account_loop(source: SlowSource, *, concurrency: int = 2, depth: int = 4,
-                 backoff: float = 0.0) -> tuple[FetchLoop, Window, RunState]:
+                 backoff: float = 0.0) -> tuple[FetchLoop, Window, RunShare]:
     """The job's shape: a threaded window of `depth` pages, 2 more workers for sizing pages."""
-    state = RunState(max_skipped_pages=10)
+    run = run_share(10)
     fetch = PageFetch(client=source, policy=RetryPolicy(backoff=(backoff,), jitter=0.0),
-                      state=state, account="default")
+                      stop=run.stop, tally=run.tally, account="default")
     window = Window(fetch, concurrency=concurrency, depth=depth, threads=depth + 2)
-    loop = FetchLoop(window=window, state=state, account="default", concurrency=concurrency)
-    return loop, window, state
+    loop = FetchLoop(window=window, stop=run.stop, tally=run.tally, account="default",
+                     concurrency=concurrency)
+    return loop, window, run
 
 
 @pytest.mark.timeout(30)
@@ -1028,10 +1042,10 @@ def test_the_next_day_starts_in_the_last_round_and_two_days_at_most_are_open() -
     answered; day 3 starts after day 1 is stored (two days open at most)."""
     source = SlowSource(2000, 0.01)
     recorder = Recorder(source, store_seconds=0.2)
-    loop, window, state = account_loop(source)
+    loop, window, run = account_loop(source)
     with window:
         arrivals = drive(loop, [Query(day, day) for day in DAYS], recorder)
-    assert len(arrivals) == 60 and state.pages == 60
+    assert len(arrivals) == 60 and run.tally.pages == 60
     assert recorder.answered_at_start[DAYS[1]] >= 20 - 2 - 4 - 1
     assert recorder.at("start", DAYS[1]) < recorder.at("stored", DAYS[0])
     # "day 1's last one": the last of its pages to be answered (pages 19 and 20 race for it)
@@ -1051,10 +1065,10 @@ def test_a_store_failing_stops_the_account_and_is_raised() -> None:
     interrupted, day 3 never starts, and the error comes out of the loop."""
     source = SlowSource(2000, 0.01)
     recorder = Recorder(source, fail_store=StorageError("403 on upload"))
-    loop, window, state = account_loop(source)
+    loop, window, run = account_loop(source)
     with window, pytest.raises(StorageError, match="403"):
         drive(loop, [Query(day, day) for day in DAYS], recorder)
-    assert state.stop_reason == "fatal"
+    assert run.stop.reason == "fatal"
     assert recorder.outcomes[DAYS[1]].interrupted
     assert ("start", DAYS[2]) not in recorder.events
     assert ("missing", DAYS[2]) not in recorder.events
@@ -1064,17 +1078,17 @@ def test_a_store_failing_stops_the_account_and_is_raised() -> None:
 def test_days_not_started_when_the_run_stops_are_missing() -> None:
     """A stop (SIGTERM) while day 1's page 2 is fetched: day 1 ends interrupted, days 2 and 3
     are reported missing and never requested."""
-    state_box: list[RunState] = []
+    run_box: list[RunShare] = []
 
     def stop_on_page_two(day: dt.date, page: int) -> int:
         if page == 2:
-            state_box[0].request_stop(StopReason.INTERRUPTED)
+            run_box[0].stop.request(StopReason.INTERRUPTED)
         return 0
 
     source = SlowSource(2000, 0.01, fail=stop_on_page_two)
     recorder = Recorder(source)
-    loop, window, state = account_loop(source)
-    state_box.append(state)
+    loop, window, run = account_loop(source)
+    run_box.append(run)
     with window:
         drive(loop, [Query(day, day) for day in DAYS], recorder)
     assert recorder.outcomes[DAYS[0]].interrupted
