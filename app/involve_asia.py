@@ -416,20 +416,13 @@ class InvolveAsiaAPI:
                 currency=self.settings.preferred_currency, max_retries=int(self.max_retries),
                 backoff=settings.retry_backoff, rate_limit_delay=settings.rate_limit_delay,
                 clock=self._clock, sleep=self._sleep, log=self._log, on_token=self._took_token,
-                requests=_RequestStats(self))
+                requests=_RequestStats(self.stats, self._stats_lock))
             self._built = key
         return self._stack
 
     def _took_token(self, token: str) -> None:
         register_secret(token)
         self.token = token
-
-    def _count_request(self, authentication: bool) -> None:
-        """Every API request sent, from any thread (`stats`: requests, auth_requests)."""
-        with self._stats_lock:
-            self.stats["requests"] += 1
-            if authentication:
-                self.stats["auth_requests"] += 1
 
     def authenticate(self) -> bool:
         """Exchange key and secret for a token now: True on success, False otherwise (logged,
@@ -646,11 +639,15 @@ class _RequestStats:
     """Counts the requests of the facade's client stack in its `stats` (a `fetch.RequestCounter`): the
     stack outlives each query's tally, and `authenticate()` sends requests outside any query."""
 
-    def __init__(self, api: InvolveAsiaAPI) -> None:
-        self._api = api
+    def __init__(self, stats: dict[str, Any], lock: threading.Lock) -> None:
+        self._stats, self._lock = stats, lock
 
     def count_request(self, authentication: bool) -> None:
-        self._api._count_request(authentication)
+        """Every API request sent, from any thread (`stats`: requests, auth_requests)."""
+        with self._lock:
+            self._stats["requests"] += 1
+            if authentication:
+                self._stats["auth_requests"] += 1
 
 
 class _SkipReports:
