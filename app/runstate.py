@@ -120,21 +120,6 @@ class FetchTally:
         with self._lock:
             return self._pages
 
-    @property
-    def requests(self) -> int:
-        with self._lock:
-            return self._requests
-
-    @property
-    def auth_requests(self) -> int:
-        with self._lock:
-            return self._auth_requests
-
-    @property
-    def rereads(self) -> int:
-        with self._lock:
-            return self._rereads
-
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
             return {"pages": self._pages, "requests": self._requests,
